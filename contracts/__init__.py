@@ -1,0 +1,1 @@
+"""What the services share: event models, broker topology, token verification, service plumbing."""

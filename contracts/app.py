@@ -1,0 +1,137 @@
+"""Plumbing every service shares: the app factory, health and readiness probes, metrics, logging."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from contracts.errors import install_error_handlers
+
+logger = logging.getLogger(__name__)
+
+ReadinessCheck = Callable[[Request], Awaitable[object]]
+
+# Readiness answers within this time even when a dependency hangs.
+CHECK_TIMEOUT = 1.5
+
+REQUEST_LATENCY = Histogram(
+    "http_request_duration_seconds",
+    "HTTP request latency by route",
+    ["service", "method", "route", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+REQUESTS_IN_ERROR = Counter(
+    "http_requests_5xx_total", "Responses with a 5xx status", ["service", "route"]
+)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+class MetricsMiddleware:
+    """Pure ASGI (no BaseHTTPMiddleware): it must not cost the hot path a task switch."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            REQUEST_LATENCY.labels(self.service, scope["method"], path, str(status)).observe(
+                time.perf_counter() - started
+            )
+            if status >= 500:
+                REQUESTS_IN_ERROR.labels(self.service, path).inc()
+
+
+def probes_router(prefix: str, checks: Mapping[str, ReadinessCheck]) -> APIRouter:
+    router = APIRouter(prefix=f"/{prefix}", tags=["probes"])
+
+    @router.get("/health", summary="Process alive")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get(
+        "/ready",
+        summary="Database, broker and Redis reachable",
+        responses={503: {"description": "A dependency is unreachable"}},
+    )
+    async def ready(request: Request) -> JSONResponse:
+        results = await asyncio.gather(*(_run_check(check, request) for check in checks.values()))
+        report = dict(zip(checks, results, strict=True))
+        ok = all(value == "ok" for value in report.values())
+        return JSONResponse(
+            {"status": "ok" if ok else "unavailable", "checks": report},
+            status_code=200 if ok else 503,
+        )
+
+    @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+async def _run_check(check: ReadinessCheck, request: Request) -> str:
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT):
+            result = await check(request)
+    except Exception as exc:
+        logger.warning("readiness check failed: %r", exc)
+        return f"unavailable: {type(exc).__name__}"
+    return "ok" if result is None or result is True else str(result)
+
+
+def create_app(
+    *,
+    title: str,
+    prefix: str,
+    version: str = "1.0.0",
+    description: str = "",
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[Any]] | None = None,
+    checks: Mapping[str, ReadinessCheck] | None = None,
+) -> FastAPI:
+    """A FastAPI app whose docs, OpenAPI, probes and metrics live under its gateway prefix."""
+    app = FastAPI(
+        title=title,
+        version=version,
+        description=description,
+        lifespan=lifespan,
+        docs_url=f"/{prefix}/openapi",
+        redoc_url=None,
+        openapi_url=f"/{prefix}/openapi.json",
+        swagger_ui_oauth2_redirect_url=f"/{prefix}/openapi/oauth2-redirect",
+    )
+    install_error_handlers(app)
+    app.add_middleware(MetricsMiddleware, service=prefix)
+    app.include_router(probes_router(prefix, checks or {}))
+    return app

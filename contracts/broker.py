@@ -1,0 +1,140 @@
+"""RabbitMQ topology of DESIGN.md and the one way to publish an event: persistent, confirmed, mandatory."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+
+from faststream.rabbit import (
+    Channel,
+    ExchangeType,
+    RabbitBroker,
+    RabbitExchange,
+    RabbitQueue,
+)
+from faststream.rabbit.schemas.queue import QueueType
+from pamqp.commands import Basic
+
+from contracts.events import Event
+
+logger = logging.getLogger(__name__)
+
+EVENTS_EXCHANGE = RabbitExchange("cinema.events", type=ExchangeType.TOPIC, durable=True)
+DEAD_EXCHANGE = RabbitExchange("cinema.dead", type=ExchangeType.DIRECT, durable=True)
+
+# A failing message is retried this many times before it is dead-lettered.
+DEFAULT_DELIVERY_LIMIT = 5
+
+
+class PublishFailed(Exception):
+    """The broker did not confirm the message (down, blocked, unroutable or too slow)."""
+
+
+def make_broker(url: str, *, prefetch: int | None = None, timeout: float = 5.0) -> RabbitBroker:
+    """A broker whose publishes wait for confirms and raise when a mandatory message is returned."""
+    return RabbitBroker(
+        url,
+        timeout=timeout,
+        fail_fast=False,
+        reconnect_interval=1.0,
+        default_channel=Channel(
+            prefetch_count=prefetch, publisher_confirms=True, on_return_raises=True
+        ),
+        logger=logging.getLogger("faststream"),
+        log_level=logging.DEBUG,
+    )
+
+
+def dead_letter_queue(queue_name: str) -> RabbitQueue:
+    return RabbitQueue(
+        f"{queue_name}.dead",
+        queue_type=QueueType.QUORUM,
+        durable=True,
+        routing_key=queue_name,
+    )
+
+
+def consumer_queue(queue_name: str, *, delivery_limit: int = DEFAULT_DELIVERY_LIMIT) -> RabbitQueue:
+    """A quorum queue that dead-letters to `cinema.dead` with its own name as routing key."""
+    return RabbitQueue(
+        queue_name,
+        queue_type=QueueType.QUORUM,
+        durable=True,
+        arguments={
+            "x-delivery-limit": delivery_limit,
+            "x-dead-letter-exchange": DEAD_EXCHANGE.name,
+            "x-dead-letter-routing-key": queue_name,
+        },
+    )
+
+
+async def declare_topology(
+    broker: RabbitBroker,
+    queue_name: str,
+    routing_keys: Iterable[str],
+    *,
+    delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
+) -> None:
+    """Declare the exchanges, a consumer's queue bound to its routing keys, and its dead-letter queue.
+
+    Called by the consumer at start-up, before its subscriber starts, so that no event
+    published in between is unroutable.
+    """
+    events = await broker.declare_exchange(EVENTS_EXCHANGE)
+    dead = await broker.declare_exchange(DEAD_EXCHANGE)
+    dead_queue = await broker.declare_queue(dead_letter_queue(queue_name))
+    await dead_queue.bind(dead, routing_key=queue_name)
+    queue = await broker.declare_queue(consumer_queue(queue_name, delivery_limit=delivery_limit))
+    for key in routing_keys:
+        await queue.bind(events, routing_key=key)
+
+
+async def publish_event(broker: RabbitBroker, event: Event, *, timeout: float = 3.0) -> None:
+    """Publish persistently with confirms; raise PublishFailed unless the broker confirmed in time."""
+    try:
+        async with asyncio.timeout(timeout):
+            confirmation = await broker.publish(
+                event.model_dump_json().encode(),
+                exchange=EVENTS_EXCHANGE,
+                routing_key=event.routing_key,
+                mandatory=True,
+                persist=True,
+                message_id=str(event.event_id),
+                content_type="application/json",
+                message_type=event.routing_key,
+                timeout=timeout,
+            )
+    except Exception as exc:  # not connected, closed channel, returned, nacked, timed out
+        raise PublishFailed(f"{event.routing_key} {event.event_id}: {exc!r}") from exc
+    if not isinstance(confirmation, Basic.Ack):
+        raise PublishFailed(
+            f"{event.routing_key} {event.event_id}: not confirmed ({confirmation!r})"
+        )
+
+
+def start_broker(
+    broker: RabbitBroker, setup: Callable[[], Awaitable[None]] | None = None
+) -> asyncio.Task[None]:
+    """Connect in the background, declare topology, then start subscribers.
+
+    The service serves HTTP (and answers /ready with 503) while the broker is unreachable;
+    aio-pika's robust connection reconnects by itself afterwards.
+    """
+
+    async def run() -> None:
+        while True:
+            try:
+                await broker.connect()
+                if setup is not None:
+                    await setup()
+                await broker.start()
+                logger.info("broker connected and subscribers started")
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("broker start failed, retrying in 1 s: %r", exc)
+                await asyncio.sleep(1)
+
+    return asyncio.create_task(run(), name="broker-start")

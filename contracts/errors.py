@@ -1,0 +1,67 @@
+"""The error shape every service renders: `{"detail": CODE}` with a stable code."""
+
+from __future__ import annotations
+
+import logging
+from typing import ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+logger = logging.getLogger(__name__)
+
+# A database or Redis that is down or too slow is a 503 with Retry-After, never a 500.
+DEPENDENCY_ERRORS: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    PoolTimeout,
+    RedisError,
+    OSError,
+    TimeoutError,
+)
+
+
+class ServiceError(Exception):
+    """Base of expected failures; subclasses name the fact (`MovieNotFound`)."""
+
+    status_code: ClassVar[int] = 400
+    code: ClassVar[str] = "BAD_REQUEST"
+    headers: ClassVar[dict[str, str] | None] = None
+
+
+class DependencyUnavailable(ServiceError):
+    status_code = 503
+    code = "SERVICE_UNAVAILABLE"
+    headers = {"Retry-After": "2"}  # noqa: RUF012
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_service_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ServiceError)
+        return JSONResponse({"detail": exc.code}, status_code=exc.status_code, headers=exc.headers)
+
+    async def on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        # Keep FastAPI's field-level list under `errors`, with a stable code in `detail`.
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": "VALIDATION_ERROR", "errors": errors}, status_code=422)
+
+    async def on_dependency_down(_: Request, exc: Exception) -> JSONResponse:
+        logger.warning("dependency unavailable: %r", exc)
+        return JSONResponse(
+            {"detail": DependencyUnavailable.code},
+            status_code=503,
+            headers=DependencyUnavailable.headers,
+        )
+
+    app.add_exception_handler(ServiceError, on_service_error)
+    for exc_type in DEPENDENCY_ERRORS:
+        app.add_exception_handler(exc_type, on_dependency_down)
+    app.add_exception_handler(RequestValidationError, on_validation_error)

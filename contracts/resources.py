@@ -1,0 +1,85 @@
+"""The clients a service opens once in its lifespan and the dependencies that hand them out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request
+from faststream.rabbit import RabbitBroker
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from contracts.app import ReadinessCheck
+from contracts.broker import make_broker, start_broker
+from contracts.db import make_engine, make_sessionmaker
+from contracts.probes import check_broker, check_postgres, check_redis
+from contracts.settings import ServiceSettings
+from contracts.tokens import TokenVerifier
+
+
+@asynccontextmanager
+async def open_resources(
+    app: FastAPI,
+    settings: ServiceSettings,
+    *,
+    database: bool,
+    broker: RabbitBroker | None = None,
+    broker_setup: Callable[[], Awaitable[None]] | None = None,
+) -> AsyncIterator[None]:
+    """Open Redis, the broker and (if owned) the database; put them on `app.state`; close them."""
+    redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    app.state.redis = redis
+    app.state.token_verifier = TokenVerifier(settings.public_key_pem, settings.jwt_audience, redis)
+    app.state.broker = broker or make_broker(settings.rabbitmq_url.get_secret_value())
+    engine = None
+    if database:
+        engine = make_engine(settings.database_url, pool_size=settings.postgres_pool_size)
+        app.state.engine = engine
+        app.state.sessionmaker = make_sessionmaker(engine)
+    broker_task = start_broker(app.state.broker, broker_setup)
+    try:
+        yield
+    finally:
+        broker_task.cancel()
+        with suppress(BaseException):
+            await broker_task
+        await app.state.broker.stop()
+        if engine is not None:
+            await engine.dispose()
+        await redis.aclose()
+
+
+def standard_checks(*, database: bool) -> dict[str, ReadinessCheck]:
+    async def redis(request: Request) -> None:
+        await check_redis(request.app.state.redis)
+
+    async def broker(request: Request) -> str | None:
+        return await check_broker(request.app.state.broker)
+
+    async def postgres(request: Request) -> None:
+        await check_postgres(request.app.state.engine)
+
+    checks: dict[str, ReadinessCheck] = {"redis": redis, "broker": broker}
+    if database:
+        checks["postgres"] = postgres
+    return checks
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with request.app.state.sessionmaker() as session:
+        yield session
+
+
+def get_redis(request: Request) -> Redis:
+    return request.app.state.redis
+
+
+def get_broker(request: Request) -> RabbitBroker:
+    return request.app.state.broker
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+RedisDep = Annotated[Redis, Depends(get_redis)]
+BrokerDep = Annotated[RabbitBroker, Depends(get_broker)]

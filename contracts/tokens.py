@@ -1,0 +1,166 @@
+"""Access-token verification shared by every service: RS256 signature, audience, expiry, revocation."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from contracts.errors import ServiceError
+
+ALGORITHM = "RS256"
+
+# Redis keys written by fastapi_auth and read here: one revoked token by jti, and a
+# per-user cut-off (epoch seconds) before which every token is revoked.
+REVOKED_JTI_KEY = "auth:revoked:jti:{jti}"
+REVOKED_BEFORE_KEY = "auth:revoked:before:{user_id}"
+
+
+class TokenInvalid(ServiceError):
+    status_code = 401
+    code = "TOKEN_INVALID"
+    headers = {"WWW-Authenticate": "Bearer"}  # noqa: RUF012
+
+
+class TokenExpired(TokenInvalid):
+    code = "TOKEN_EXPIRED"
+
+
+class TokenRevoked(TokenInvalid):
+    code = "TOKEN_REVOKED"
+
+
+class NotAuthenticated(TokenInvalid):
+    code = "NOT_AUTHENTICATED"
+
+
+class RevocationUnavailable(ServiceError):
+    status_code = 503
+    code = "AUTH_BACKEND_UNAVAILABLE"
+    headers = {"Retry-After": "2"}  # noqa: RUF012
+
+
+class Forbidden(ServiceError):
+    status_code = 403
+    code = "FORBIDDEN"
+
+
+class NotVerified(ServiceError):
+    status_code = 403
+    code = "USER_NOT_VERIFIED"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    user_id: uuid.UUID
+    jti: str
+    issued_at: float
+    expires_at: float
+    email: str | None
+    is_superuser: bool
+    is_verified: bool
+
+    def may_act_for(self, user_id: uuid.UUID) -> bool:
+        return self.is_superuser or self.user_id == user_id
+
+
+class TokenVerifier:
+    """Verifies locally with the public key; one Redis round trip checks both revocation keys."""
+
+    def __init__(self, public_key_pem: str, audience: str, redis: Redis) -> None:
+        # Parsing the PEM once keeps the hot path to a signature check.
+        key = jwt.algorithms.RSAAlgorithm(jwt.algorithms.RSAAlgorithm.SHA256).prepare_key(
+            public_key_pem
+        )
+        self._key = key.public_key() if isinstance(key, RSAPrivateKey) else key
+        self._audience = audience
+        self._redis = redis
+
+    def decode(self, token: str) -> TokenClaims:
+        """Signature, algorithm, audience, expiry and required claims; no revocation check."""
+        try:
+            payload = jwt.decode(
+                token,
+                self._key,
+                algorithms=[ALGORITHM],
+                audience=self._audience,
+                options={"require": ["sub", "aud", "exp", "iat", "jti"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise TokenExpired from exc
+        except jwt.InvalidTokenError as exc:
+            raise TokenInvalid from exc
+        try:
+            user_id = uuid.UUID(str(payload["sub"]))
+        except ValueError as exc:
+            raise TokenInvalid from exc
+        return TokenClaims(
+            user_id=user_id,
+            jti=str(payload["jti"]),
+            issued_at=float(payload["iat"]),
+            expires_at=float(payload["exp"]),
+            email=payload.get("email"),
+            is_superuser=bool(payload.get("is_superuser", False)),
+            is_verified=bool(payload.get("is_verified", False)),
+        )
+
+    async def is_revoked(self, claims: TokenClaims) -> bool:
+        try:
+            jti_hit, not_before = await self._redis.mget(
+                REVOKED_JTI_KEY.format(jti=claims.jti),
+                REVOKED_BEFORE_KEY.format(user_id=claims.user_id),
+            )
+        except (RedisError, OSError) as exc:
+            raise RevocationUnavailable from exc
+        return jti_hit is not None or (
+            not_before is not None and claims.issued_at < float(not_before)
+        )
+
+    async def verify(self, token: str) -> TokenClaims:
+        claims = self.decode(token)
+        if await self.is_revoked(claims):
+            raise TokenRevoked
+        return claims
+
+
+def expires_in(claims: TokenClaims) -> float:
+    return max(0.0, claims.expires_at - datetime.now(UTC).timestamp())
+
+
+_bearer = HTTPBearer(auto_error=False, description="Access token from /auth/v1/jwt/login")
+
+
+async def current_claims(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> TokenClaims:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise NotAuthenticated
+    verifier: TokenVerifier = request.app.state.token_verifier
+    return await verifier.verify(credentials.credentials)
+
+
+async def current_superuser(
+    claims: Annotated[TokenClaims, Depends(current_claims)],
+) -> TokenClaims:
+    if not claims.is_superuser:
+        raise Forbidden
+    return claims
+
+
+CurrentUser = Annotated[TokenClaims, Depends(current_claims)]
+SuperUser = Annotated[TokenClaims, Depends(current_superuser)]
+
+# Listed in `responses=` of every route that takes a token.
+AUTH_RESPONSES: dict[int | str, dict[str, object]] = {
+    401: {"description": "Missing, invalid, expired or revoked token"},
+    503: {"description": "Revocation store unreachable"},
+}

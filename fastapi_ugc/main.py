@@ -1,0 +1,29 @@
+"""The fastapi_ugc application: viewers rate films; every rating is published to RabbitMQ with confirms."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from contracts.app import configure_logging, create_app
+from contracts.resources import open_resources, standard_checks
+from fastapi_ugc.config import get_settings
+
+PREFIX = "ugc"
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    async with open_resources(app, settings, database=False):
+        yield
+
+
+app = create_app(
+    title="fastapi_ugc",
+    prefix=PREFIX,
+    description="Viewers rate films; every rating is published to RabbitMQ with confirms.",
+    lifespan=lifespan,
+    checks=standard_checks(database=False),
+)

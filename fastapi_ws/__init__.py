@@ -1,0 +1,1 @@
+"""fastapi_ws: A personal WebSocket chat room per viewer, where picks arrive live."""

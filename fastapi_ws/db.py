@@ -1,0 +1,10 @@
+"""Declarative base of fastapi_ws's own database `ws`."""
+
+from sqlalchemy import MetaData
+from sqlalchemy.orm import DeclarativeBase
+
+from contracts.db import NAMING_CONVENTION
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)

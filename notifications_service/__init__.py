@@ -1,0 +1,1 @@
+"""notifications_service: Confirmation e-mails and recommendation digests."""

@@ -1,0 +1,1 @@
+"""Set-up and run helpers behind `make run` and `make test`."""

@@ -1,0 +1,347 @@
+"""Prepare a machine for `make run` or `make test`: .env with fresh keys, databases, migrations."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from string import Template
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN_DIR = ROOT / ".run"
+ENV_FILE = ROOT / ".env"
+ENV_EXAMPLE = ROOT / ".env.example"
+PLACEHOLDER = "change-me"
+
+# Packages with their own database and migrations, in DESIGN.md's order.
+DB_SERVICES = {
+    "fastapi_auth": "auth",
+    "fastapi_recom": "recom",
+    "fastapi_ws": "ws",
+    "notifications_service": "notifications",
+}
+# The cinema's content database, read by recom's ETL (not owned by the suite).
+CONTENT_DB = "content"
+
+SERVICES = {
+    "auth": ("fastapi_auth", 8001),
+    "ugc": ("fastapi_ugc", 8002),
+    "recom": ("fastapi_recom", 8003),
+    "ws": ("fastapi_ws", 8004),
+    "notifications": ("notifications_service", 8005),
+}
+
+HOW_TO_START = {
+    "PostgreSQL": "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+    "RabbitMQ": "rabbitmq-server -detached",
+    "Redis": 'redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no',
+}
+
+
+def say(message: str) -> None:
+    print(f"==> {message}", flush=True)
+
+
+def fail(message: str) -> None:
+    print(f"\nERROR: {message}", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+# ---------------------------------------------------------------- .env
+
+
+def generate_key_pair() -> tuple[str, str]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private.strip().replace("\n", "\\n"), public.strip().replace("\n", "\\n")
+
+
+def fill_placeholders(text: str) -> str:
+    private, public = generate_key_pair()
+    fresh = {"JWT_PRIVATE_KEY": private, "JWT_PUBLIC_KEY": public}
+    lines = []
+    for line in text.splitlines():
+        name, sep, value = line.partition("=")
+        if sep and not line.lstrip().startswith("#") and value.strip() == PLACEHOLDER:
+            value = fresh.get(name.strip()) or secrets.token_urlsafe(32)
+        lines.append(f"{name}{sep}{value}" if sep else line)
+    return "\n".join(lines) + "\n"
+
+
+def ensure_env_file() -> None:
+    if ENV_FILE.exists():
+        if PLACEHOLDER in ENV_FILE.read_text():
+            ENV_FILE.write_text(fill_placeholders(ENV_FILE.read_text()))
+            say(".env had placeholders: filled them with fresh secrets")
+        return
+    ENV_FILE.write_text(fill_placeholders(ENV_EXAMPLE.read_text()))
+    ENV_FILE.chmod(0o600)
+    say("wrote .env from .env.example with a new RS256 key pair and random secrets")
+
+
+def load_env() -> dict[str, str]:
+    """`.env` values overridden by the process environment, as the services read them."""
+    values: dict[str, str] = {}
+    for line in ENV_FILE.read_text().splitlines():
+        name, sep, value = line.partition("=")
+        if sep and not line.lstrip().startswith("#"):
+            values[name.strip()] = value.strip()
+    values.update({k: v for k, v in os.environ.items() if k in values or k.isupper()})
+    return values
+
+
+# ---------------------------------------------------------------- dependencies
+
+
+def check_dependencies(env: dict[str, str]) -> None:
+    """Exit with a clear message naming what is down and how to start it."""
+    rabbit = urlsplit(env.get("RABBITMQ_URL", "amqp://127.0.0.1:5672/"))
+    redis = urlsplit(env.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    targets = {
+        "PostgreSQL": (env.get("POSTGRES_HOST", "127.0.0.1"), int(env.get("POSTGRES_PORT", 5432))),
+        "RabbitMQ": (rabbit.hostname or "127.0.0.1", rabbit.port or 5672),
+        "Redis": (redis.hostname or "127.0.0.1", redis.port or 6379),
+    }
+    down = []
+    for name, (host, port) in targets.items():
+        try:
+            with socket.create_connection((host, port), timeout=2):
+                pass
+        except OSError:
+            down.append(name)
+            print(
+                f"  {name} is not reachable at {host}:{port}. Start it with:\n"
+                f"      {HOW_TO_START[name]}",
+                file=sys.stderr,
+            )
+    if down:
+        fail(f"{', '.join(down)} not reachable; start it and run the command again.")
+
+
+# ---------------------------------------------------------------- databases
+
+
+async def _ensure_databases(env: dict[str, str], names: list[str]) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(
+        host=env.get("POSTGRES_HOST", "127.0.0.1"),
+        port=int(env.get("POSTGRES_PORT", 5432)),
+        user=env.get("POSTGRES_USER", "postgres"),
+        password=env.get("POSTGRES_PASSWORD") or None,
+        database="postgres",
+        timeout=5,
+    )
+    try:
+        existing = {r["datname"] for r in await conn.fetch("SELECT datname FROM pg_database")}
+        for name in names:
+            if name not in existing:
+                await conn.execute(f'CREATE DATABASE "{name}"')
+                say(f"created database {name}")
+    finally:
+        await conn.close()
+
+
+def ensure_databases(env: dict[str, str]) -> None:
+    suffix = env.get("POSTGRES_DB_SUFFIX", "")
+    names = [db + suffix for db in [*DB_SERVICES.values(), CONTENT_DB]]
+    asyncio.run(_ensure_databases(env, names))
+
+
+def migrate(env: dict[str, str]) -> None:
+    for package in DB_SERVICES:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "alembic",
+                "-c",
+                str(ROOT / package / "alembic.ini"),
+                "upgrade",
+                "head",
+            ],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            sys.stderr.write(result.stdout + result.stderr)
+            fail(f"migrations of {package} failed")
+    say("migrations applied: " + ", ".join(DB_SERVICES))
+
+
+def ensure_vhost(env: dict[str, str]) -> None:
+    """Tests use a virtual host of their own so they never touch a running suite's queues."""
+    vhost = urlsplit(env["RABBITMQ_URL"]).path.lstrip("/")
+    if not vhost or shutil.which("rabbitmqctl") is None:
+        return
+    listed = subprocess.run(
+        ["rabbitmqctl", "-q", "list_vhosts"], capture_output=True, text=True, check=False
+    ).stdout.split()
+    if vhost not in listed:
+        subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True)
+    user = urlsplit(env["RABBITMQ_URL"]).username or "guest"
+    subprocess.run(
+        ["rabbitmqctl", "-q", "set_permissions", "-p", vhost, user, ".*", ".*", ".*"],
+        check=True,
+        capture_output=True,
+    )
+
+
+# ---------------------------------------------------------------- gateway and mail
+
+
+def render_nginx(env: dict[str, str], run_dir: Path = RUN_DIR) -> Path:
+    """Render the one gateway template for a local run, inside a main context of our own."""
+    nginx_dir = run_dir / "nginx"
+    (nginx_dir / "temp").mkdir(parents=True, exist_ok=True)
+    values = {
+        "GATEWAY_LISTEN": env.get("GATEWAY_PORT", "8000"),
+        **{
+            f"{name.upper()}_UPSTREAM": f"127.0.0.1:{env.get(f'{name.upper()}_PORT', port)}"
+            for name, (_, port) in SERVICES.items()
+        },
+    }
+    site = Template((ROOT / "nginx" / "default.conf.template").read_text()).safe_substitute(values)
+    (nginx_dir / "default.conf").write_text(site)
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    temp = nginx_dir / "temp"
+    (nginx_dir / "nginx.conf").write_text(
+        f"""{user}worker_processes auto;
+pid {nginx_dir}/nginx.pid;
+error_log stderr warn;
+events {{ worker_connections 4096; }}
+http {{
+    include /etc/nginx/mime.types;
+    access_log off;
+    client_body_temp_path {temp}/body;
+    proxy_temp_path {temp}/proxy;
+    fastcgi_temp_path {temp}/fastcgi;
+    uwsgi_temp_path {temp}/uwsgi;
+    scgi_temp_path {temp}/scgi;
+    include {nginx_dir}/default.conf;
+}}
+"""
+    )
+    return nginx_dir / "nginx.conf"
+
+
+def ensure_nginx() -> None:
+    if shutil.which("nginx"):
+        return
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        say("installing nginx (Debian package nginx-light)")
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "nginx-light"],
+            check=True,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
+        return
+    fail("nginx is not installed: `sudo apt-get install nginx-light` (or your system's nginx).")
+
+
+def ensure_maildev() -> Path | None:
+    binary = RUN_DIR / "maildev" / "node_modules" / ".bin" / "maildev"
+    if binary.exists():
+        return binary
+    if shutil.which("npm") is None:
+        say("npm not found: no mail catcher (install Node.js to get one; mail goes to SMTP_HOST)")
+        return None
+    say("installing the maildev mail catcher with npm")
+    result = subprocess.run(
+        [
+            "npm",
+            "install",
+            "--silent",
+            "--no-audit",
+            "--no-fund",
+            "--prefix",
+            str(RUN_DIR / "maildev"),
+            "maildev@2",
+        ],
+        check=False,
+    )
+    return binary if result.returncode == 0 and binary.exists() else None
+
+
+def banner(env: dict[str, str]) -> None:
+    base = f"http://localhost:{env.get('GATEWAY_PORT', '8000')}"
+    lines = [
+        "Cinema recommendations suite",
+        f"  Gateway            {base}/",
+        *(f"  {name:<19}{base}/{name}/openapi" for name in SERVICES),
+        f"  Chat page          {base}/ws/v1/chat/",
+        f"  Mail catcher UI    http://localhost:{env.get('MAIL_UI_PORT', '1080')}/",
+        f"  Superuser          {env.get('FIRST_SUPERUSER_EMAIL', '')} (password in .env)",
+        "  Ctrl-C stops everything.",
+    ]
+    width = max(map(len, lines)) + 2
+    print("\n" + "=" * width + "\n" + "\n".join(lines) + "\n" + "=" * width + "\n", flush=True)
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def prepare(env: dict[str, str]) -> None:
+    check_dependencies(env)
+    ensure_databases(env)
+    migrate(env)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("mode", choices=["run", "test"])
+    args = parser.parse_args()
+    ensure_env_file()
+    env = load_env()
+    if args.mode == "test":
+        # The suite's own databases, broker vhost and Redis database.
+        env.update(test_environment(env))
+        check_dependencies(env)
+        ensure_vhost(env)
+        ensure_databases(env)
+        migrate(env)
+        return
+    prepare(env)
+    ensure_nginx()
+    render_nginx(env)
+    ensure_maildev()
+    banner(env)
+
+
+def test_environment(env: dict[str, str]) -> dict[str, str]:
+    rabbit = urlsplit(env.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/"))
+    return {
+        "ENVIRONMENT": "test",
+        "POSTGRES_DB_SUFFIX": os.environ.get("POSTGRES_DB_SUFFIX", "_test"),
+        "RABBITMQ_URL": os.environ.get(
+            "TEST_RABBITMQ_URL", rabbit._replace(path="/cinema_test").geturl()
+        ),
+        "REDIS_URL": os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/1"),
+    }
+
+
+if __name__ == "__main__":
+    main()

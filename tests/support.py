@@ -1,0 +1,187 @@
+"""Test tools shared by the service suites: tokens, free ports, service processes, a TCP cut-off."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _private_key() -> str:
+    from scripts.bootstrap import load_env
+
+    return load_env()["JWT_PRIVATE_KEY"].replace("\\n", "\n")
+
+
+def make_token(
+    user_id: uuid.UUID | None = None,
+    *,
+    email: str | None = None,
+    superuser: bool = False,
+    verified: bool = True,
+    lifetime: timedelta = timedelta(minutes=15),
+    issued_at: datetime | None = None,
+    audience: str = "fastapi-users:auth",
+    key: str | None = None,
+    algorithm: str = "RS256",
+    **extra: Any,
+) -> str:
+    """A token shaped like fastapi_auth's, signed with the suite's private key."""
+    now = issued_at or datetime.now(UTC)
+    payload = {
+        "sub": str(user_id or uuid.uuid4()),
+        "aud": audience,
+        "iat": now.timestamp(),
+        "exp": now + lifetime,
+        "jti": uuid.uuid4().hex,
+        "email": email,
+        "is_superuser": superuser,
+        "is_verified": verified,
+        **extra,
+    }
+    return jwt.encode(payload, key or _private_key(), algorithm=algorithm)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def wait_for(
+    condition: Callable[[], Awaitable[bool]], *, timeout: float = 10.0, interval: float = 0.05
+) -> None:
+    """Poll until `condition()` is true; fail the test with a clear message otherwise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await condition():
+            return
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+class ServiceProcess:
+    """One service run by uvicorn in a child process, as `make run` runs it."""
+
+    def __init__(self, app: str, prefix: str, *, env: dict[str, str] | None = None) -> None:
+        self.app = app
+        self.prefix = prefix
+        self.port = free_port()
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self, *, ready_timeout: float = 30.0, wait_ready: bool = True) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                self.app,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--no-access-log",
+            ],
+            cwd=ROOT,
+            env=self.env,
+        )
+        path = "ready" if wait_ready else "health"
+
+        async def up() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.app} exited with {self.proc.returncode}")
+            try:
+                async with httpx.AsyncClient(timeout=1) as client:
+                    response = await client.get(f"{self.url}/{self.prefix}/{path}")
+            except httpx.HTTPError:
+                return False
+            return response.status_code == 200
+
+        await wait_for(up, timeout=ready_timeout, interval=0.2)
+
+    def kill(self) -> None:
+        """SIGKILL: no graceful shutdown, unacked messages go back to the queue."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class TcpProxy:
+    """A TCP relay to a real server that a test can cut and restore, to simulate an outage
+    (a broker or database going away) without stopping the server other tests share."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._links: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self._links.update({writer, up_writer})
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._links.difference_update({writer, up_writer})
+
+    async def cut(self) -> None:
+        """Refuse new connections and drop the open ones."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for link in list(self._links):
+            link.transport.abort()
+        self._links.clear()
+
+    async def restore(self) -> None:
+        await self.start()
+
+    async def close(self) -> None:
+        await self.cut()
