@@ -1,10 +1,25 @@
-"""ORM models of fastapi_recom: ratings (source of truth for the recommender)."""
+"""ORM models of fastapi_recom: ratings (the recommender's source of truth) and the catalogue."""
+
+from __future__ import annotations
 
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Boolean, CheckConstraint, DateTime, Index, SmallInteger, Uuid, false, func
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    Text,
+    Uuid,
+    false,
+    func,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from fastapi_recom.db import Base
 
@@ -29,4 +44,77 @@ class Rating(Base):
         CheckConstraint("score BETWEEN 1 AND 10", name="score_range"),
         Index("ix_rating_updated_at", "updated_at"),
         Index("ix_rating_movie_id", "movie_id"),
+    )
+
+
+class Movie(Base):
+    """A film of the catalogue, copied by the ETL from the cinema's content database."""
+
+    __tablename__ = "movie"
+
+    movie_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    title: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    release_year: Mapped[int | None] = mapped_column(Integer)
+    # The content database's own rating of the film (not viewers' scores).
+    rating: Mapped[float | None] = mapped_column(Float)
+    type: Mapped[str | None] = mapped_column(Text)
+    source_modified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.clock_timestamp()
+    )
+
+    genres: Mapped[list[Genre]] = relationship(secondary="movie_genre", lazy="raise")
+
+
+class Genre(Base):
+    __tablename__ = "genre"
+
+    genre_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    source_modified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Person(Base):
+    __tablename__ = "person"
+
+    person_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    full_name: Mapped[str] = mapped_column(Text)
+    source_modified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class MovieGenre(Base):
+    __tablename__ = "movie_genre"
+
+    movie_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("movie.movie_id", ondelete="CASCADE"), primary_key=True
+    )
+    genre_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("genre.genre_id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class MoviePerson(Base):
+    __tablename__ = "movie_person"
+
+    movie_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("movie.movie_id", ondelete="CASCADE"), primary_key=True
+    )
+    person_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("person.person_id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    role: Mapped[str] = mapped_column(Text, primary_key=True)
+
+
+class EtlState(Base):
+    """Where the ETL stopped reading one source table: its `modified` watermark and tie-breaker."""
+
+    __tablename__ = "etl_state"
+
+    source_table: Mapped[str] = mapped_column(Text, primary_key=True)
+    watermark: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.clock_timestamp()
     )
