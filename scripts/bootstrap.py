@@ -286,6 +286,25 @@ def ensure_maildev() -> Path | None:
     return binary if result.returncode == 0 and binary.exists() else None
 
 
+def write_procfile_env(env: dict[str, str], run_dir: Path = RUN_DIR) -> Path:
+    """The few values the Procfile itself expands (ports), for `honcho -e`.
+
+    honcho's own reading of `.env` would mangle it (it drops spaces and backslashes, so the
+    PEM keys break); the services read `.env` themselves through their settings.
+    """
+    values = {
+        **{f"{name.upper()}_PORT": str(port) for name, (_, port) in SERVICES.items()},
+        "GATEWAY_PORT": "8000",
+        "SMTP_PORT": "1025",
+        "MAIL_UI_PORT": "1080",
+    }
+    values = {name: env.get(name, default) for name, default in values.items()}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "procfile.env"
+    path.write_text("".join(f"{name}={value}\n" for name, value in values.items()))
+    return path
+
+
 def banner(env: dict[str, str]) -> None:
     base = f"http://localhost:{env.get('GATEWAY_PORT', '8000')}"
     lines = [
@@ -312,9 +331,12 @@ def prepare(env: dict[str, str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("mode", choices=["run", "test"])
+    parser.add_argument("mode", choices=["run", "test", "env"])
     args = parser.parse_args()
     ensure_env_file()
+    if args.mode == "env":
+        # Docker Compose needs only `.env`; the containers create their own databases.
+        return
     env = load_env()
     if args.mode == "test":
         # The suite's own databases, broker vhost and Redis database.
@@ -327,6 +349,7 @@ def main() -> None:
     prepare(env)
     ensure_nginx()
     render_nginx(env)
+    write_procfile_env(env)
     ensure_maildev()
     banner(env)
 
