@@ -87,9 +87,19 @@ def fill_placeholders(text: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def has_placeholders(text: str) -> bool:
+    return any(
+        value.strip() == PLACEHOLDER
+        for line in text.splitlines()
+        if not line.lstrip().startswith("#")
+        for _, sep, value in [line.partition("=")]
+        if sep
+    )
+
+
 def ensure_env_file() -> None:
     if ENV_FILE.exists():
-        if PLACEHOLDER in ENV_FILE.read_text():
+        if has_placeholders(ENV_FILE.read_text()):
             ENV_FILE.write_text(fill_placeholders(ENV_FILE.read_text()))
             say(".env had placeholders: filled them with fresh secrets")
         return
