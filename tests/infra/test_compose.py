@@ -137,7 +137,7 @@ def test_compose_service_builds_and_checks_its_package(package: str) -> None:
     assert spec["env_file"] == ".env"
     assert "ports" not in spec, "only the gateway publishes ports"
     probe = " ".join(spec["healthcheck"]["test"])
-    assert f"http://127.0.0.1:{port}/{prefix}/health" in probe
+    assert f"urlopen('http://127.0.0.1:{port}/{prefix}/health', timeout=2)" in probe
     assert (
         depends_on(prefix).items()
         >= {
