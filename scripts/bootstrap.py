@@ -178,8 +178,9 @@ def ensure_databases(env: dict[str, str]) -> None:
 
 
 def migrate(env: dict[str, str]) -> None:
-    for package in DB_SERVICES:
-        result = subprocess.run(
+    # The databases are independent, so their migrations run side by side.
+    jobs = {
+        package: subprocess.Popen(
             [
                 sys.executable,
                 "-m",
@@ -191,13 +192,20 @@ def migrate(env: dict[str, str]) -> None:
             ],
             cwd=ROOT,
             env={**os.environ, **env},
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
-            check=False,
         )
-        if result.returncode != 0:
-            sys.stderr.write(result.stdout + result.stderr)
-            fail(f"migrations of {package} failed")
+        for package in DB_SERVICES
+    }
+    failed = []
+    for package, job in jobs.items():
+        output, _ = job.communicate()
+        if job.returncode != 0:
+            sys.stderr.write(output)
+            failed.append(package)
+    if failed:
+        fail(f"migrations of {', '.join(failed)} failed")
     say("migrations applied: " + ", ".join(DB_SERVICES))
 
 
