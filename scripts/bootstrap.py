@@ -285,7 +285,7 @@ def ensure_maildev() -> Path | None:
     if binary.exists():
         return binary
     if shutil.which("npm") is None:
-        say("npm not found: no mail catcher (install Node.js to get one; mail goes to SMTP_HOST)")
+        say("npm not found: e-mails will be printed instead of shown in MailDev's web UI")
         return None
     say("installing the maildev mail catcher with npm")
     result = subprocess.run(
@@ -323,14 +323,19 @@ def write_procfile_env(env: dict[str, str], run_dir: Path = RUN_DIR) -> Path:
     return path
 
 
-def banner(env: dict[str, str]) -> None:
+def banner(env: dict[str, str], *, mail_ui: bool = True) -> None:
     base = f"http://localhost:{env.get('GATEWAY_PORT', '8000')}"
+    mail = (
+        f"http://localhost:{env.get('MAIL_UI_PORT', '1080')}/"
+        if mail_ui
+        else "none: e-mails are printed by the mail process (install npm for MailDev)"
+    )
     lines = [
         "Cinema recommendations suite",
         f"  Gateway            {base}/",
         *(f"  {name:<19}{base}/{name}/openapi" for name in SERVICES),
         f"  Chat page          {base}/ws/v1/chat/",
-        f"  Mail catcher UI    http://localhost:{env.get('MAIL_UI_PORT', '1080')}/",
+        f"  Mail catcher UI    {mail}",
         f"  Superuser          {env.get('FIRST_SUPERUSER_EMAIL', '')} (password in .env)",
         "  Ctrl-C stops everything.",
     ]
@@ -368,8 +373,8 @@ def main() -> None:
     ensure_nginx()
     render_nginx(env)
     write_procfile_env(env)
-    ensure_maildev()
-    banner(env)
+    maildev = ensure_maildev()
+    banner(env, mail_ui=maildev is not None)
 
 
 def test_environment(env: dict[str, str]) -> dict[str, str]:

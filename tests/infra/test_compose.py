@@ -323,6 +323,7 @@ def test_procfile_runs_the_same_apps_on_the_same_ports() -> None:
         assert command[command.index("--port") + 1] == f"${{{prefix.upper()}_PORT:-{port}}}"
     assert "-p .run/nginx -c nginx.conf" in entries["gateway"]
     assert "--smtp ${SMTP_PORT:-1025} --web ${MAIL_UI_PORT:-1080}" in entries["mail"]
+    assert "aiosmtpd -n -u -l 127.0.0.1:${SMTP_PORT:-1025}" in entries["mail"]
 
 
 def compose_config(env_file: Path) -> subprocess.CompletedProcess[str]:
