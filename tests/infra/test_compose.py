@@ -50,7 +50,7 @@ FIXED_NAMES = [
 ]
 # The only containers reachable from outside: the gateway and the two web UIs.
 PUBLISHING = {"nginx", "mail", "rabbitmq"}
-SECRET_NAME = re.compile(r"PASSWORD|SECRET|_KEY$|TOKEN")
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|_KEY$")
 
 
 def env_example() -> dict[str, str]:
@@ -115,11 +115,12 @@ def env_names(settings: type[BaseSettings]) -> dict[str, bool]:
     names = {}
     for field_name, field in settings.model_fields.items():
         name = (prefix + (field.alias or field_name)).upper()
-        secret = any(
-            arg in (SecretStr, SecretBytes)
-            for arg in (field.annotation, *typing.get_args(field.annotation))
+        types = (field.annotation, *typing.get_args(field.annotation))
+        secret = any(t in (SecretStr, SecretBytes) for t in types) or (
+            str in types and bool(SECRET_NAME.search(name))
         )
-        names[name] = field.is_required() or secret or bool(SECRET_NAME.search(name))
+        # An optional override (default None) is not something every set-up has to fill in.
+        names[name] = field.is_required() or (secret and field.default is not None)
     return names
 
 
@@ -269,6 +270,9 @@ def test_demo_loader_is_a_one_shot_after_recom_migrations() -> None:
     assert demo["image"] == service("recom")["image"]
     assert is_one_shot("recom-demo")
     assert depends_on("recom-demo")["recom-migrate"] == "service_completed_successfully"
+    # fastapi_recom.movielens fetches the wheel with uv when there is no pip, as in the image.
+    assert "COPY --from=builder /usr/local/bin/uv /usr/local/bin/uv" in dockerfile("fastapi_recom")
+    assert "demo-cache:/app/.cache" in demo["volumes"]
 
 
 def test_services_reach_the_other_containers() -> None:
