@@ -26,6 +26,15 @@ def run(argv: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[s
     )
 
 
+def env_file() -> dict[str, str]:
+    values = {}
+    for line in (ROOT / ".env").read_text().splitlines():
+        name, sep, value = line.partition("=")
+        if sep and not line.lstrip().startswith("#"):
+            values[name.strip()] = value.strip()
+    return values
+
+
 def build_and_probe(package: str, root: Path) -> tuple[subprocess.CompletedProcess[str], ...]:
     """The image's two stages, without Docker: its uv sync, then its app imported from /app."""
     dockerfile = (ROOT / package / "Dockerfile").read_text()
@@ -59,7 +68,12 @@ def build_and_probe(package: str, root: Path) -> tuple[subprocess.CompletedProce
     return (
         synced,
         uvicorn,
-        run([str(venv / "bin" / "python"), "-c", probe], app, ENVIRONMENT="production"),
+        # What compose gives the container: the variables of .env, in production mode.
+        run(
+            [str(venv / "bin" / "python"), "-c", probe],
+            app,
+            **{**env_file(), "ENVIRONMENT": "production"},
+        ),
     )
 
 
