@@ -3,14 +3,18 @@ UV := ./scripts/uv.sh
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: run test lint format sync demo bench
+.PHONY: run test lint format sync env demo bench
 
 sync:
 	@$(UV) sync --frozen --quiet
 
 run: sync
 	@$(PY) -m scripts.bootstrap run
-	@$(PY) -m honcho -f Procfile start
+	@$(PY) -m honcho -f Procfile -e .run/procfile.env start
+
+# `.env` with fresh keys and secrets, all `docker compose up --build` needs.
+env: sync
+	@$(PY) -m scripts.bootstrap env
 
 test: sync
 	@$(PY) -m scripts.bootstrap test

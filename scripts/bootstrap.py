@@ -87,9 +87,19 @@ def fill_placeholders(text: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def has_placeholders(text: str) -> bool:
+    return any(
+        value.strip() == PLACEHOLDER
+        for line in text.splitlines()
+        if not line.lstrip().startswith("#")
+        for _, sep, value in [line.partition("=")]
+        if sep
+    )
+
+
 def ensure_env_file() -> None:
     if ENV_FILE.exists():
-        if PLACEHOLDER in ENV_FILE.read_text():
+        if has_placeholders(ENV_FILE.read_text()):
             ENV_FILE.write_text(fill_placeholders(ENV_FILE.read_text()))
             say(".env had placeholders: filled them with fresh secrets")
         return
@@ -168,8 +178,9 @@ def ensure_databases(env: dict[str, str]) -> None:
 
 
 def migrate(env: dict[str, str]) -> None:
-    for package in DB_SERVICES:
-        result = subprocess.run(
+    # The databases are independent, so their migrations run side by side.
+    jobs = {
+        package: subprocess.Popen(
             [
                 sys.executable,
                 "-m",
@@ -181,13 +192,20 @@ def migrate(env: dict[str, str]) -> None:
             ],
             cwd=ROOT,
             env={**os.environ, **env},
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
-            check=False,
         )
-        if result.returncode != 0:
-            sys.stderr.write(result.stdout + result.stderr)
-            fail(f"migrations of {package} failed")
+        for package in DB_SERVICES
+    }
+    failed = []
+    for package, job in jobs.items():
+        output, _ = job.communicate()
+        if job.returncode != 0:
+            sys.stderr.write(output)
+            failed.append(package)
+    if failed:
+        fail(f"migrations of {', '.join(failed)} failed")
     say("migrations applied: " + ", ".join(DB_SERVICES))
 
 
@@ -267,7 +285,7 @@ def ensure_maildev() -> Path | None:
     if binary.exists():
         return binary
     if shutil.which("npm") is None:
-        say("npm not found: no mail catcher (install Node.js to get one; mail goes to SMTP_HOST)")
+        say("npm not found: e-mails will be printed instead of shown in MailDev's web UI")
         return None
     say("installing the maildev mail catcher with npm")
     result = subprocess.run(
@@ -286,14 +304,38 @@ def ensure_maildev() -> Path | None:
     return binary if result.returncode == 0 and binary.exists() else None
 
 
-def banner(env: dict[str, str]) -> None:
+def write_procfile_env(env: dict[str, str], run_dir: Path = RUN_DIR) -> Path:
+    """The few values the Procfile itself expands (ports), for `honcho -e`.
+
+    honcho's own reading of `.env` would mangle it (it drops spaces and backslashes, so the
+    PEM keys break); the services read `.env` themselves through their settings.
+    """
+    values = {
+        **{f"{name.upper()}_PORT": str(port) for name, (_, port) in SERVICES.items()},
+        "GATEWAY_PORT": "8000",
+        "SMTP_PORT": "1025",
+        "MAIL_UI_PORT": "1080",
+    }
+    values = {name: env.get(name, default) for name, default in values.items()}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "procfile.env"
+    path.write_text("".join(f"{name}={value}\n" for name, value in values.items()))
+    return path
+
+
+def banner(env: dict[str, str], *, mail_ui: bool = True) -> None:
     base = f"http://localhost:{env.get('GATEWAY_PORT', '8000')}"
+    mail = (
+        f"http://localhost:{env.get('MAIL_UI_PORT', '1080')}/"
+        if mail_ui
+        else "none: e-mails are printed by the mail process (install npm for MailDev)"
+    )
     lines = [
         "Cinema recommendations suite",
         f"  Gateway            {base}/",
         *(f"  {name:<19}{base}/{name}/openapi" for name in SERVICES),
         f"  Chat page          {base}/ws/v1/chat/",
-        f"  Mail catcher UI    http://localhost:{env.get('MAIL_UI_PORT', '1080')}/",
+        f"  Mail catcher UI    {mail}",
         f"  Superuser          {env.get('FIRST_SUPERUSER_EMAIL', '')} (password in .env)",
         "  Ctrl-C stops everything.",
     ]
@@ -312,9 +354,12 @@ def prepare(env: dict[str, str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("mode", choices=["run", "test"])
+    parser.add_argument("mode", choices=["run", "test", "env"])
     args = parser.parse_args()
     ensure_env_file()
+    if args.mode == "env":
+        # Docker Compose needs only `.env`; the containers create their own databases.
+        return
     env = load_env()
     if args.mode == "test":
         # The suite's own databases, broker vhost and Redis database.
@@ -327,8 +372,9 @@ def main() -> None:
     prepare(env)
     ensure_nginx()
     render_nginx(env)
-    ensure_maildev()
-    banner(env)
+    write_procfile_env(env)
+    maildev = ensure_maildev()
+    banner(env, mail_ui=maildev is not None)
 
 
 def test_environment(env: dict[str, str]) -> dict[str, str]:

@@ -1,0 +1,119 @@
+"""The set-up step of `make run` and `make test`: fresh secrets, clear refusals, the honcho env."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from scripts import bootstrap
+from tests.support import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def parse_env(text: str) -> dict[str, str]:
+    values = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition("=")
+        if sep and not line.startswith("#"):
+            values[name] = value
+    return values
+
+
+def test_fill_placeholders_writes_rs256_pair_and_fresh_secrets() -> None:
+    example = (ROOT / ".env.example").read_text()
+    filled = bootstrap.fill_placeholders(example)
+    values = parse_env(filled)
+
+    assert bootstrap.PLACEHOLDER not in values.values()
+    assert not bootstrap.has_placeholders(filled)
+    assert bootstrap.has_placeholders(example)
+    assert values.keys() == parse_env(example).keys()
+    private_pem = values["JWT_PRIVATE_KEY"]
+    public_pem = values["JWT_PUBLIC_KEY"]
+    assert "\n" not in private_pem
+    assert private_pem.startswith("-----BEGIN PRIVATE KEY-----\\n")
+    private = serialization.load_pem_private_key(
+        private_pem.replace("\\n", "\n").encode(), password=None
+    )
+    assert isinstance(private, rsa.RSAPrivateKey)
+    assert private.key_size == 2048
+    token = jwt.encode({"sub": "42", "aud": "fastapi-users:auth"}, private, algorithm="RS256")
+    claims = jwt.decode(
+        token,
+        public_pem.replace("\\n", "\n"),
+        algorithms=["RS256"],
+        audience="fastapi-users:auth",
+    )
+    assert claims == {"sub": "42", "aud": "fastapi-users:auth"}
+
+    secrets = [values[name] for name in ("POSTGRES_PASSWORD", "SECRET_KEY", "UNSUBSCRIBE_SECRET")]
+    assert len(set(secrets)) == 3
+    assert all(len(secret) >= 40 for secret in secrets)
+    assert values["POSTGRES_USER"] == "postgres"
+
+
+def test_fill_placeholders_makes_a_new_pair_each_time() -> None:
+    example = (ROOT / ".env.example").read_text()
+    first = parse_env(bootstrap.fill_placeholders(example))
+    second = parse_env(bootstrap.fill_placeholders(example))
+    assert first["JWT_PRIVATE_KEY"] != second["JWT_PRIVATE_KEY"]
+    assert first["SECRET_KEY"] != second["SECRET_KEY"]
+
+
+def test_run_exits_naming_the_service_and_start_command_when_its_port_is_closed() -> None:
+    closed = free_port()
+    result = subprocess.run(
+        [sys.executable, "-m", "scripts.bootstrap", "run"],
+        cwd=ROOT,
+        env={**os.environ, "POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": str(closed)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert f"PostgreSQL is not reachable at 127.0.0.1:{closed}" in result.stderr
+    assert bootstrap.HOW_TO_START["PostgreSQL"] in result.stderr
+    assert "ERROR: PostgreSQL not reachable; start it and run the command again." in result.stderr
+    assert "RabbitMQ" not in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Cinema recommendations suite" not in result.stdout
+
+
+def test_procfile_env_keeps_settings_keys_intact_under_honcho(tmp_path: Path) -> None:
+    env = {**bootstrap.load_env(), "AUTH_PORT": "18001", "SMTP_PORT": "11025"}
+    procfile_env = bootstrap.write_procfile_env(env, tmp_path)
+    assert "AUTH_PORT=18001\n" in procfile_env.read_text()
+    assert "SMTP_PORT=11025\n" in procfile_env.read_text()
+    assert "JWT" not in procfile_env.read_text()
+    probe = (
+        "import os; from fastapi_auth.config import Settings; "
+        "from cryptography.hazmat.primitives import serialization as s; "
+        "s.load_pem_public_key(Settings().public_key_pem.encode()); "
+        "print(os.environ['AUTH_PORT'], 'key ok')"
+    )
+    result = subprocess.run(
+        [
+            str(ROOT / ".venv" / "bin" / "honcho"),
+            "-e",
+            str(procfile_env),
+            "run",
+            sys.executable,
+            "-c",
+            probe,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "18001 key ok"
