@@ -30,6 +30,9 @@ class Settings(ServiceSettings):
     login_max_failures_per_ip: int = 100
     login_failure_window_seconds: int = 900
 
+    # At most one confirmation or reset e-mail per account per this many seconds (anti-flood).
+    mail_cooldown_seconds: int = 60
+
     # The outbox relay also polls, for rows written by another replica or left by a crash.
     outbox_poll_seconds: float = 1.0
 

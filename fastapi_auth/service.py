@@ -15,6 +15,7 @@ from contracts.events import TokensRevoked, utcnow
 from contracts.tokens import REVOKED_BEFORE_KEY, REVOKED_JTI_KEY, TokenClaims, expires_in
 
 CONFIRM_CODE_KEY = "auth:confirm:{code}"
+MAIL_COOLDOWN_KEY = "auth:mail:cooldown:{kind}:{user_id}"
 # A spent code keeps its key (and TTL) with this value, to tell "used" from "unknown".
 SPENT = "spent"
 # 16 random bytes: 22 URL-safe characters, 128 bits, far beyond guessing.
@@ -61,6 +62,12 @@ async def read_confirm_code(redis: Redis, code: str) -> ConfirmCode:
 
 async def spend_confirm_code(redis: Redis, code: str) -> None:
     await redis.set(CONFIRM_CODE_KEY.format(code=code), SPENT, xx=True, keepttl=True)
+
+
+async def mail_allowed(redis: Redis, kind: str, user_id: uuid.UUID, *, cooldown: int) -> bool:
+    """True at most once per `cooldown` seconds per user and kind of e-mail."""
+    key = MAIL_COOLDOWN_KEY.format(kind=kind, user_id=user_id)
+    return bool(await redis.set(key, "1", nx=True, ex=cooldown))
 
 
 async def revoke_token(redis: Redis, claims: TokenClaims) -> TokensRevoked:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from fastapi.security import OAuth2PasswordRequestForm
 from fastapi_users import FastAPIUsers, exceptions
 from fastapi_users.authentication import AuthenticationBackend, BearerTransport
@@ -39,6 +39,7 @@ from fastapi_auth.security import (
 )
 from fastapi_auth.service import (
     issue_confirm_code,
+    mail_allowed,
     read_confirm_code,
     revoke_all_tokens,
     revoke_token,
@@ -252,6 +253,8 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
             raise exceptions.UserInactive
         if user.is_verified:
             raise exceptions.UserAlreadyVerified
+        if not await self._mail_allowed("confirm", user.id):
+            return
         event = await self._registered_event(user.id, user.email, user.full_name)
         await self._commit_events(event)
         await self.on_after_request_verify(user, event.confirm_url, request)
@@ -273,6 +276,17 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
         await spend_confirm_code(self.context.redis, token)
         await self.on_after_verify(verified, request)
         return verified
+
+    async def forgot_password(self, user: User, request: Request | None = None) -> None:
+        if user.is_active and not await self._mail_allowed("reset", user.id):
+            return
+        await super().forgot_password(user, request)
+
+    async def _mail_allowed(self, kind: str, user_id: uuid.UUID) -> bool:
+        # The answer is 202 either way: a skipped e-mail reveals nothing.
+        return await mail_allowed(
+            self.context.redis, kind, user_id, cooldown=self.context.settings.mail_cooldown_seconds
+        )
 
     async def on_after_forgot_password(
         self, user: User, token: str, request: Request | None = None
@@ -320,8 +334,18 @@ def get_strategy(context: ContextDep, manager: UserManagerDep) -> AccessTokenStr
     return AccessTokenStrategy(context.keys, context.verifier, context.settings, manager.revoke)
 
 
+class NoStoreBearerTransport(BearerTransport):
+    """RFC 6749 5.1: a response carrying a token must not be cached."""
+
+    async def get_login_response(self, token: str) -> Response:
+        response = await super().get_login_response(token)
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Pragma"] = "no-cache"
+        return response
+
+
 auth_backend = AuthenticationBackend[User, uuid.UUID](
-    name="jwt", transport=BearerTransport(tokenUrl=LOGIN_PATH), get_strategy=get_strategy
+    name="jwt", transport=NoStoreBearerTransport(tokenUrl=LOGIN_PATH), get_strategy=get_strategy
 )
 fastapi_users = FastAPIUsers[User, uuid.UUID](get_user_manager, [auth_backend])
 

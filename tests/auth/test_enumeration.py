@@ -3,10 +3,10 @@
 import asyncio
 
 from httpx import AsyncClient, Response
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from fastapi_auth.models import User
+from fastapi_auth.models import OutboxEvent, User
 from tests.auth.helpers import EventTap, new_email, register
 from tests.support import wait_for
 
@@ -69,3 +69,26 @@ async def test_request_verify_token_answers_alike_for_any_account_state(
     await wait_for(resent)
     await asyncio.sleep(0.3)
     assert len(events.matching("auth.user.registered", user_id=verified["id"])) == 1
+
+
+async def test_forgot_password_repeated_sends_one_mail_per_cooldown(
+    client: AsyncClient, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    user = await register(client)
+
+    answers = [
+        await client.post("/auth/v1/forgot-password", json={"email": user["email"]})
+        for _ in range(3)
+    ]
+
+    assert [a.status_code for a in answers] == [202, 202, 202]
+    async with sessions() as session:
+        sent = await session.scalar(
+            select(func.count())
+            .select_from(OutboxEvent)
+            .where(
+                OutboxEvent.routing_key == "auth.password.reset_requested",
+                OutboxEvent.payload["user_id"].astext == user["id"],
+            )
+        )
+    assert sent == 1

@@ -187,3 +187,22 @@ async def test_register_invalid_email_answers_validation_error(client: AsyncClie
     )
     assert response.status_code == 422
     assert response.json()["detail"] == "VALIDATION_ERROR"
+
+
+async def test_short_link_after_email_change_confirms_nothing(
+    client: AsyncClient, events: EventTap
+) -> None:
+    email = new_email()
+    user = await register(client, email)
+    code = await events.confirm_code(user["id"])
+    token = await login(client, email)
+    changed = await client.patch(
+        "/auth/v1/users/me", json={"email": new_email()}, headers=bearer(token)
+    )
+    assert changed.status_code == 200
+
+    response = await client.get(f"/auth/v1/s/{code}")
+
+    assert response.status_code == 404
+    assert "This link is not valid" in response.text
+    assert events.matching("auth.user.verified", user_id=user["id"]) == []

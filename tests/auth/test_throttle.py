@@ -25,22 +25,22 @@ async def test_login_failures_per_account_throttle_then_expire(start_auth: Start
     )
     email = new_email()
     await register(client, email)
-    elsewhere = client_of(app, "10.9.8.7")
-
-    assert [await failed_login(client, email) for _ in range(2)] == [400, 400]
-    # Failures count per account whatever the address they come from.
-    assert await failed_login(elsewhere, email) == 400
-    throttled = await client.post(
-        "/auth/v1/jwt/login", data={"username": email, "password": PASSWORD}
-    )
+    async with client_of(app, "10.9.8.7") as elsewhere:
+        assert [await failed_login(client, email) for _ in range(2)] == [400, 400]
+        # Failures count per account whatever the address they come from.
+        assert await failed_login(elsewhere, email) == 400
+        throttled = await client.post(
+            "/auth/v1/jwt/login", data={"username": email, "password": PASSWORD}
+        )
+        from_elsewhere = await elsewhere.post(
+            "/auth/v1/jwt/login", data={"username": email, "password": PASSWORD}
+        )
 
     assert throttled.status_code == 429
     assert throttled.json() == THROTTLED
     retry_after = int(throttled.headers["retry-after"])
     assert 1 <= retry_after <= 2
-    assert (
-        await elsewhere.post("/auth/v1/jwt/login", data={"username": email, "password": PASSWORD})
-    ).status_code == 429
+    assert from_elsewhere.status_code == 429
     # Another account from the same address is not affected.
     other = new_email()
     await register(client, other)

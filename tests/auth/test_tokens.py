@@ -62,7 +62,8 @@ async def test_login_token_carries_shared_claims(client: AsyncClient, settings: 
     assert claims["is_superuser"] is False
     assert claims["is_verified"] is False
     assert isinstance(claims["iat"], float)
-    assert round(claims["exp"] - claims["iat"]) == 900
+    # exp is whole seconds (RFC 7519 NumericDate as PyJWT writes it), iat keeps microseconds.
+    assert 899 < claims["exp"] - claims["iat"] <= 900
     assert len(claims["jti"]) == 32
     jwks = (await client.get("/auth/v1/.well-known/jwks.json")).json()
     assert jwt.get_unverified_header(token) == {
@@ -263,3 +264,16 @@ async def test_user_admin_routes_require_superuser(
     deleted = await client.delete(f"/auth/v1/users/{user['id']}", headers=bearer(admin))
     assert deleted.status_code == 204
     assert await whoami(protected, token) == (401, REVOKED)
+
+
+async def test_login_response_is_not_cached(client: AsyncClient) -> None:
+    email = new_email()
+    await register(client, email)
+
+    response = await client.post(
+        "/auth/v1/jwt/login", data={"username": email, "password": PASSWORD}
+    )
+
+    assert response.status_code == 200
+    assert response.json()["token_type"] == "bearer"
+    assert response.headers["cache-control"] == "no-store"
