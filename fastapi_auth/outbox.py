@@ -74,9 +74,9 @@ class OutboxRelay:
                 await self._purge_if_due()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 # The database may be down: keep the loop alive and try again at the next poll.
-                logger.exception("outbox relay failed; retrying")
+                logger.warning("outbox relay failed, retrying: %r", exc)
                 more = False
             if not more:
                 with suppress(TimeoutError):
