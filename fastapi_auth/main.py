@@ -24,14 +24,15 @@ SUPERUSER_RETRY_SECONDS = 2.0
 logger = logging.getLogger(__name__)
 
 
-async def create_first_superuser(context: AuthContext) -> None:
-    while True:
+async def create_first_superuser(context: AuthContext, stopping: asyncio.Event) -> None:
+    while not stopping.is_set():
         try:
             await ensure_first_superuser(context)
             return
         except Exception as exc:
             logger.warning("first superuser not checked yet (%r); retrying", exc)
-            await asyncio.sleep(SUPERUSER_RETRY_SECONDS)
+        with suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), SUPERUSER_RETRY_SECONDS)
 
 
 @asynccontextmanager
@@ -63,13 +64,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             relay=relay,
         )
         app.state.auth = context
+        stopping = asyncio.Event()
         tasks = [
             asyncio.create_task(relay.run(), name="outbox-relay"),
-            asyncio.create_task(create_first_superuser(context), name="first-superuser"),
+            asyncio.create_task(create_first_superuser(context, stopping), name="first-superuser"),
         ]
         try:
             yield
         finally:
+            relay.stop()
+            stopping.set()
             for task in tasks:
                 task.cancel()
             for task in tasks:

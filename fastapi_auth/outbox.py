@@ -62,13 +62,20 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._wakeup = asyncio.Event()
         self._last_purge = 0.0
+        self._stopping = False
 
     def wake(self) -> None:
         """Relay now rather than at the next poll (called after committing staged events)."""
         self._wakeup.set()
 
+    def stop(self) -> None:
+        # A flag as well as Task.cancel(): a cancellation that lands while asyncpg or
+        # asyncio.timeout is finishing can be swallowed, and the loop must end anyway.
+        self._stopping = True
+        self._wakeup.set()
+
     async def run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 more = await self.relay_batch()
                 await self._purge_if_due()
