@@ -1,0 +1,208 @@
+"""Sign-up: the confirmation event and its short link, verification, duplicates under concurrency."""
+
+import asyncio
+import uuid
+
+from httpx import AsyncClient
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from fastapi_auth.config import Settings
+from fastapi_auth.models import OutboxEvent, User
+from tests.auth.helpers import PASSWORD, EventTap, code_of, login, new_email, register
+from tests.support import bearer, wait_for
+
+
+async def test_register_publishes_link_that_verifies_and_redirects_to_chat(
+    client: AsyncClient, events: EventTap, settings: Settings
+) -> None:
+    email = new_email()
+    user = await register(client, email, full_name="Ann Viewer")
+    assert user == {
+        "id": user["id"],
+        "email": email,
+        "full_name": "Ann Viewer",
+        "is_active": True,
+        "is_superuser": False,
+        "is_verified": False,
+        "created_at": user["created_at"],
+    }
+
+    registered = await events.wait_for("auth.user.registered", user_id=user["id"])
+    assert registered["email"] == email
+    assert registered["full_name"] == "Ann Viewer"
+    prefix = f"{settings.public_base_url}/auth/v1/s/"
+    assert registered["confirm_url"].startswith(prefix)
+    code = code_of(registered["confirm_url"])
+    assert len(code) >= 22
+
+    opened = await client.get(f"/auth/v1/s/{code}")
+    assert opened.status_code == 303
+    assert opened.headers["location"] == "/ws/v1/chat/"
+    assert opened.headers["cache-control"] == "no-store"
+
+    verified = await events.wait_for("auth.user.verified", user_id=user["id"])
+    assert verified["email"] == email
+    assert verified["full_name"] == "Ann Viewer"
+    me = await client.get("/auth/v1/users/me", headers=bearer(await login(client, email)))
+    assert me.json()["is_verified"] is True
+
+
+async def test_short_link_used_twice_answers_gone_page(
+    client: AsyncClient, events: EventTap
+) -> None:
+    user = await register(client)
+    code = await events.confirm_code(user["id"])
+    assert (await client.get(f"/auth/v1/s/{code}")).status_code == 303
+
+    again = await client.get(f"/auth/v1/s/{code}")
+    assert again.status_code == 410
+    assert again.headers["content-type"].startswith("text/html")
+    assert "This link has already been used" in again.text
+    await asyncio.sleep(0.3)
+    assert len(events.matching("auth.user.verified", user_id=user["id"])) == 1
+
+
+async def test_short_link_unknown_answers_not_found_page(client: AsyncClient) -> None:
+    for code in ("no-such-code", "x" * 500, "%F0%9F%8E%AC"):
+        response = await client.get(f"/auth/v1/s/{code}")
+        assert response.status_code == 404
+        assert response.headers["content-type"].startswith("text/html")
+        assert "This link is not valid" in response.text
+
+
+async def test_short_link_opened_concurrently_verifies_once(
+    client: AsyncClient, events: EventTap
+) -> None:
+    user = await register(client)
+    code = await events.confirm_code(user["id"])
+
+    answers = await asyncio.gather(*(client.get(f"/auth/v1/s/{code}") for _ in range(5)))
+
+    assert sorted(a.status_code for a in answers) == [303, 410, 410, 410, 410]
+    await events.wait_for("auth.user.verified", user_id=user["id"])
+    await asyncio.sleep(0.3)
+    assert len(events.matching("auth.user.verified", user_id=user["id"])) == 1
+
+
+async def test_request_verify_token_sends_new_code_accepted_by_verify(
+    client: AsyncClient, events: EventTap
+) -> None:
+    email = new_email()
+    user = await register(client, email)
+    first = await events.wait_for("auth.user.registered", user_id=user["id"])
+
+    response = await client.post("/auth/v1/request-verify-token", json={"email": email})
+    assert response.status_code == 202
+
+    async def second_link_sent() -> bool:
+        return len(events.matching("auth.user.registered", user_id=user["id"])) == 2
+
+    await wait_for(second_link_sent)
+    second = events.matching("auth.user.registered", user_id=user["id"])[1]
+    assert second["confirm_url"] != first["confirm_url"]
+    code = code_of(second["confirm_url"])
+
+    verified = await client.post("/auth/v1/verify", json={"token": code})
+    assert verified.status_code == 200
+    assert verified.json()["is_verified"] is True
+    again = await client.post("/auth/v1/verify", json={"token": code})
+    assert again.status_code == 400
+    assert again.json() == {"detail": "VERIFY_USER_BAD_TOKEN"}
+    stale = await client.get(f"/auth/v1/s/{code_of(first['confirm_url'])}")
+    assert stale.status_code == 410
+
+
+async def test_verify_with_unknown_code_answers_bad_token(client: AsyncClient) -> None:
+    response = await client.post("/auth/v1/verify", json={"token": "never-issued"})
+    assert response.status_code == 400
+    assert response.json() == {"detail": "VERIFY_USER_BAD_TOKEN"}
+
+
+async def test_register_same_email_twice_answers_already_exists(client: AsyncClient) -> None:
+    email = new_email()
+    await register(client, email)
+    for variant in (email, email.upper()):
+        response = await client.post(
+            "/auth/v1/register", json={"email": variant, "password": PASSWORD}
+        )
+        assert response.status_code == 400
+        assert response.json() == {"detail": "REGISTER_USER_ALREADY_EXISTS"}
+
+
+async def test_register_concurrently_one_email_creates_one_user(
+    client: AsyncClient, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    email = new_email()
+    # Case variants race on the case-insensitive unique index too.
+    variants = [email if i % 2 else email.upper() for i in range(20)]
+
+    answers = await asyncio.gather(
+        *(
+            client.post("/auth/v1/register", json={"email": e, "password": PASSWORD})
+            for e in variants
+        )
+    )
+
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [201] + [400] * 19
+    assert all(
+        a.json() == {"detail": "REGISTER_USER_ALREADY_EXISTS"}
+        for a in answers
+        if a.status_code == 400
+    )
+    created = next(a.json() for a in answers if a.status_code == 201)
+    async with sessions() as session:
+        users = await session.scalar(
+            select(func.count()).where(func.lower(User.email) == email.lower())
+        )
+        outbox = await session.scalar(
+            select(func.count())
+            .select_from(OutboxEvent)
+            .where(OutboxEvent.payload["user_id"].astext == created["id"])
+        )
+    assert users == 1
+    assert outbox == 1
+
+
+async def test_register_ignores_privilege_fields(client: AsyncClient) -> None:
+    response = await client.post(
+        "/auth/v1/register",
+        json={
+            "email": new_email(),
+            "password": PASSWORD,
+            "is_superuser": True,
+            "is_verified": True,
+        },
+    )
+    assert response.status_code == 201
+    assert response.json()["is_superuser"] is False
+    assert response.json()["is_verified"] is False
+    assert uuid.UUID(response.json()["id"])
+
+
+async def test_register_invalid_email_answers_validation_error(client: AsyncClient) -> None:
+    response = await client.post(
+        "/auth/v1/register", json={"email": "not-an-address", "password": PASSWORD}
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"] == "VALIDATION_ERROR"
+
+
+async def test_short_link_after_email_change_confirms_nothing(
+    client: AsyncClient, events: EventTap
+) -> None:
+    email = new_email()
+    user = await register(client, email)
+    code = await events.confirm_code(user["id"])
+    token = await login(client, email)
+    changed = await client.patch(
+        "/auth/v1/users/me", json={"email": new_email()}, headers=bearer(token)
+    )
+    assert changed.status_code == 200
+
+    response = await client.get(f"/auth/v1/s/{code}")
+
+    assert response.status_code == 404
+    assert "This link is not valid" in response.text
+    assert events.matching("auth.user.verified", user_id=user["id"]) == []
