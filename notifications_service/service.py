@@ -1,0 +1,510 @@
+"""Reads and writes of the directory and the delivery log; every write commits at its end."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import Text, and_, func, literal, or_, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from contracts.events import (
+    PasswordResetRequested,
+    RecommendationsGenerated,
+    UserRegistered,
+    UserVerified,
+    utcnow,
+)
+from notifications_service.config import Settings
+from notifications_service.emails import (
+    Composed,
+    confirmation_email,
+    password_reset_email,
+    recommendations_email,
+)
+from notifications_service.models import (
+    Delivery,
+    DeliveryKind,
+    DeliveryStatus,
+    DigestFrequency,
+    Recipient,
+)
+from notifications_service.unsubscribe import make_token
+
+UNSUBSCRIBE_PATH = "/notifications/v1/unsubscribe/{token}"
+DIGEST_FREQUENCIES = (DigestFrequency.DAILY, DigestFrequency.WEEKLY)
+
+
+def event_key(kind: DeliveryKind, event_id: uuid.UUID) -> str:
+    return f"{kind}:{event_id}"
+
+
+def digest_key(user_id: uuid.UUID, period: str) -> str:
+    return f"{DeliveryKind.DIGEST}:{user_id}:{period}"
+
+
+def unsubscribe_url(settings: Settings, user_id: uuid.UUID) -> str:
+    token = make_token(user_id, settings.unsubscribe_secret.get_secret_value())
+    return settings.public_base_url.rstrip("/") + UNSUBSCRIBE_PATH.format(token=token)
+
+
+def wants_recommendations(recipient: Recipient | None) -> bool:
+    return (
+        recipient is not None
+        and recipient.is_verified
+        and recipient.unsubscribed_at is None
+        and recipient.digest_frequency != DigestFrequency.OFF
+    )
+
+
+# ---------------------------------------------------------------- directory
+
+
+async def upsert_recipient(
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    email: str,
+    full_name: str | None = None,
+    verified: bool = False,
+) -> None:
+    """Events may arrive out of order: verification is never undone, a name never blanked."""
+    values = {"user_id": user_id, "email": email, "is_verified": verified}
+    stmt = insert(Recipient).values(**values, full_name=full_name or "")
+    updates = {
+        "email": stmt.excluded.email,
+        "is_verified": Recipient.is_verified | stmt.excluded.is_verified,
+        "updated_at": func.now(),
+    }
+    if full_name:
+        updates["full_name"] = stmt.excluded.full_name
+    await session.execute(
+        stmt.on_conflict_do_update(index_elements=[Recipient.user_id], set_=updates)
+    )
+
+
+async def update_preferences(
+    session: AsyncSession,
+    recipient: Recipient,
+    *,
+    digest_frequency: DigestFrequency | None,
+    subscribed: bool | None,
+) -> Recipient:
+    if digest_frequency is not None:
+        recipient.digest_frequency = digest_frequency
+    if subscribed is True:
+        recipient.unsubscribed_at = None
+    elif subscribed is False and recipient.unsubscribed_at is None:
+        recipient.unsubscribed_at = utcnow()
+    await session.commit()
+    return recipient
+
+
+async def unsubscribe(session: AsyncSession, user_id: uuid.UUID) -> Recipient | None:
+    recipient = await session.get(Recipient, user_id, with_for_update=True)
+    if recipient is not None and recipient.unsubscribed_at is None:
+        recipient.unsubscribed_at = utcnow()
+    await session.commit()
+    return recipient
+
+
+async def history(
+    session: AsyncSession, user_id: uuid.UUID, *, limit: int, offset: int
+) -> Sequence[Delivery]:
+    rows = await session.scalars(
+        select(Delivery)
+        .where(Delivery.user_id == user_id)
+        .order_by(Delivery.created_at.desc(), Delivery.delivery_id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return rows.all()
+
+
+# ---------------------------------------------------------------- event handling
+
+
+async def _queue_email(
+    session: AsyncSession,
+    *,
+    dedup_key: str,
+    kind: DeliveryKind,
+    event_id: uuid.UUID,
+    user_id: uuid.UUID,
+    to_address: str,
+    composed: Composed,
+    unsubscribe: str | None = None,
+) -> bool:
+    """Insert a pending e-mail unless its key exists: the idempotency record of the event."""
+    stmt = (
+        insert(Delivery)
+        .values(
+            dedup_key=dedup_key,
+            kind=kind,
+            status=DeliveryStatus.PENDING,
+            event_id=event_id,
+            user_id=user_id,
+            to_address=to_address,
+            subject=composed.subject,
+            body_text=composed.text,
+            body_html=composed.html,
+            unsubscribe_url=unsubscribe,
+        )
+        .on_conflict_do_nothing(index_elements=[Delivery.dedup_key])
+        .returning(Delivery.delivery_id)
+    )
+    return (await session.execute(stmt)).first() is not None
+
+
+async def record_registration(
+    session: AsyncSession, event: UserRegistered, settings: Settings
+) -> bool:
+    await upsert_recipient(
+        session, user_id=event.user_id, email=event.email, full_name=event.full_name
+    )
+    queued = await _queue_email(
+        session,
+        dedup_key=event_key(DeliveryKind.CONFIRMATION, event.event_id),
+        kind=DeliveryKind.CONFIRMATION,
+        event_id=event.event_id,
+        user_id=event.user_id,
+        to_address=event.email,
+        composed=confirmation_email(
+            name=event.full_name,
+            confirm_url=event.confirm_url,
+            public_base_url=settings.public_base_url,
+        ),
+    )
+    await session.commit()
+    return queued
+
+
+async def record_verification(session: AsyncSession, event: UserVerified) -> None:
+    await upsert_recipient(
+        session,
+        user_id=event.user_id,
+        email=event.email,
+        full_name=event.full_name,
+        verified=True,
+    )
+    await session.commit()
+
+
+async def record_reset_request(
+    session: AsyncSession, event: PasswordResetRequested, settings: Settings
+) -> bool:
+    await upsert_recipient(session, user_id=event.user_id, email=event.email)
+    recipient = await session.get(Recipient, event.user_id)
+    queued = await _queue_email(
+        session,
+        dedup_key=event_key(DeliveryKind.PASSWORD_RESET, event.event_id),
+        kind=DeliveryKind.PASSWORD_RESET,
+        event_id=event.event_id,
+        user_id=event.user_id,
+        to_address=event.email,
+        composed=password_reset_email(
+            name=recipient.full_name if recipient else "",
+            reset_url=event.reset_url,
+            public_base_url=settings.public_base_url,
+        ),
+    )
+    await session.commit()
+    return queued
+
+
+def _recommendations(
+    recipient: Recipient, event: RecommendationsGenerated, settings: Settings
+) -> tuple[Composed, str]:
+    link = unsubscribe_url(settings, recipient.user_id)
+    composed = recommendations_email(
+        name=recipient.full_name,
+        items=event.items,
+        frequency=DigestFrequency(recipient.digest_frequency),
+        unsubscribe_url=link,
+        public_base_url=settings.public_base_url,
+    )
+    return composed, link
+
+
+async def record_recommendations(
+    session: AsyncSession, event: RecommendationsGenerated, settings: Settings
+) -> bool:
+    """An `immediate` viewer's picks, at most one e-mail per interval; others get digests."""
+    # The row lock serialises concurrent events of one viewer, so the throttle holds.
+    recipient = await session.get(Recipient, event.user_id, with_for_update=True)
+    now = utcnow()
+    throttle = timedelta(seconds=settings.immediate_min_interval_seconds)
+    if (
+        recipient is None
+        or not wants_recommendations(recipient)
+        or recipient.digest_frequency != DigestFrequency.IMMEDIATE
+        or not event.items
+        or (
+            recipient.last_immediate_at is not None and recipient.last_immediate_at > now - throttle
+        )
+    ):
+        await session.rollback()
+        return False
+    composed, link = _recommendations(recipient, event, settings)
+    queued = await _queue_email(
+        session,
+        dedup_key=event_key(DeliveryKind.RECOMMENDATIONS, event.event_id),
+        kind=DeliveryKind.RECOMMENDATIONS,
+        event_id=event.event_id,
+        user_id=recipient.user_id,
+        to_address=recipient.email,
+        composed=composed,
+        unsubscribe=link,
+    )
+    if not queued:  # a redelivery: the first delivery already queued it
+        await session.rollback()
+        return False
+    recipient.last_immediate_at = now
+    await session.commit()
+    return True
+
+
+async def fill_digest(
+    session: AsyncSession, event: RecommendationsGenerated, settings: Settings
+) -> bool:
+    """recom's answer to a digest request: the one awaiting digest of the viewer gets its picks.
+
+    A second answer (a redelivery, or a request sent twice) finds nothing awaiting and does
+    nothing, which makes the digest exactly-once per viewer and period.
+    """
+    digest = await session.scalar(
+        select(Delivery)
+        .where(
+            Delivery.user_id == event.user_id,
+            Delivery.kind == DeliveryKind.DIGEST,
+            Delivery.status == DeliveryStatus.AWAITING,
+        )
+        .order_by(Delivery.created_at)
+        .limit(1)
+        .with_for_update()
+    )
+    if digest is None:
+        await session.rollback()
+        return False
+    recipient = await session.get(Recipient, event.user_id)
+    digest.event_id = event.event_id
+    if recipient is None or not wants_recommendations(recipient) or not event.items:
+        digest.status = DeliveryStatus.SKIPPED
+        digest.last_error = "no picks" if recipient and event.items else "viewer opted out"
+        await session.commit()
+        return False
+    composed, link = _recommendations(recipient, event, settings)
+    digest.status = DeliveryStatus.PENDING
+    digest.to_address = recipient.email
+    digest.subject = composed.subject
+    digest.body_text = composed.text
+    digest.body_html = composed.html
+    digest.unsubscribe_url = link
+    digest.next_attempt_at = utcnow()
+    await session.commit()
+    return True
+
+
+# ---------------------------------------------------------------- digest requests
+
+
+async def reserve_digests(
+    session: AsyncSession, *, frequency: DigestFrequency, period: str, limit: int
+) -> list[uuid.UUID]:
+    """Insert an awaiting digest for up to `limit` due viewers that have none for the period.
+
+    The unique key makes a concurrent or repeated run insert nothing twice; only the
+    viewers this call inserted are returned, to be requested from recom.
+    """
+    key = literal(f"{DeliveryKind.DIGEST}:", Text) + Recipient.user_id.cast(Text) + f":{period}"
+    due = (
+        select(
+            key,
+            literal(DeliveryKind.DIGEST.value),
+            literal(DeliveryStatus.AWAITING.value),
+            Recipient.user_id,
+            literal(period),
+            Recipient.email,
+            literal(1),
+            func.now(),
+        )
+        .where(
+            Recipient.digest_frequency == frequency,
+            Recipient.is_verified.is_(True),
+            Recipient.unsubscribed_at.is_(None),
+            ~select(Delivery.delivery_id).where(Delivery.dedup_key == key).exists(),
+        )
+        .order_by(Recipient.user_id)
+        .limit(limit)
+    )
+    stmt = (
+        insert(Delivery)
+        .from_select(
+            [
+                "dedup_key",
+                "kind",
+                "status",
+                "user_id",
+                "period",
+                "to_address",
+                "requests",
+                "requested_at",
+            ],
+            due,
+        )
+        .on_conflict_do_nothing(index_elements=[Delivery.dedup_key])
+        .returning(Delivery.user_id)
+    )
+    user_ids = [row[0] for row in await session.execute(stmt)]
+    await session.commit()
+    return user_ids
+
+
+async def forget_requests(
+    session: AsyncSession, user_ids: Sequence[uuid.UUID], period: str
+) -> None:
+    """The request never reached the broker: make these digests due for re-request at once."""
+    await session.execute(
+        update(Delivery)
+        .where(
+            Delivery.dedup_key.in_([digest_key(user_id, period) for user_id in user_ids]),
+            Delivery.status == DeliveryStatus.AWAITING,
+        )
+        .values(requested_at=None, requests=Delivery.requests - 1)
+    )
+    await session.commit()
+
+
+async def stale_digests(
+    session: AsyncSession, settings: Settings, *, limit: int
+) -> list[tuple[uuid.UUID, str]]:
+    """Awaiting digests whose request was lost (crash, broker, recom): request again, or give up."""
+    cutoff = func.now() - timedelta(seconds=settings.digest_answer_timeout_seconds)
+    stale = or_(Delivery.requested_at.is_(None), Delivery.requested_at < cutoff)
+    awaiting = and_(
+        Delivery.kind == DeliveryKind.DIGEST, Delivery.status == DeliveryStatus.AWAITING
+    )
+    await session.execute(
+        update(Delivery)
+        .where(awaiting, stale, Delivery.requests >= settings.digest_max_requests)
+        .values(status=DeliveryStatus.FAILED, last_error="no picks from recom")
+    )
+    picked = (
+        select(Delivery.delivery_id)
+        .where(awaiting, stale)
+        .order_by(Delivery.delivery_id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    rows = await session.execute(
+        update(Delivery)
+        .where(Delivery.delivery_id.in_(picked))
+        .values(requests=Delivery.requests + 1, requested_at=func.now())
+        .returning(Delivery.user_id, Delivery.period)
+    )
+    result = [(user_id, period) for user_id, period in rows if user_id and period]
+    await session.commit()
+    return result
+
+
+# ---------------------------------------------------------------- sending
+
+
+async def claim_due(session: AsyncSession, settings: Settings, *, limit: int) -> list[Delivery]:
+    """Lease up to `limit` due e-mails to this sender; a crashed sender's lease runs out."""
+    now = func.now()
+    picked = (
+        select(Delivery.delivery_id)
+        .where(
+            Delivery.status == DeliveryStatus.PENDING,
+            Delivery.next_attempt_at <= now,
+            or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now),
+        )
+        .order_by(Delivery.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    rows = await session.scalars(
+        update(Delivery)
+        .where(Delivery.delivery_id.in_(picked))
+        .values(claimed_until=now + timedelta(seconds=settings.delivery_lease_seconds))
+        .returning(Delivery),
+        execution_options={"synchronize_session": False},
+    )
+    claimed = sorted(rows.all(), key=lambda d: d.next_attempt_at)
+    await session.commit()
+    return claimed
+
+
+async def mark_sent(session: AsyncSession, delivery_id: int) -> None:
+    await session.execute(
+        update(Delivery)
+        .where(Delivery.delivery_id == delivery_id)
+        .values(
+            status=DeliveryStatus.SENT,
+            attempts=Delivery.attempts + 1,
+            sent_at=func.now(),
+            claimed_until=None,
+            last_error=None,
+        )
+    )
+    await session.commit()
+
+
+async def mark_failed(session: AsyncSession, delivery_id: int, error: str) -> None:
+    await session.execute(
+        update(Delivery)
+        .where(Delivery.delivery_id == delivery_id)
+        .values(
+            status=DeliveryStatus.FAILED,
+            attempts=Delivery.attempts + 1,
+            claimed_until=None,
+            last_error=error,
+        )
+    )
+    await session.commit()
+
+
+def retry_delay(settings: Settings, attempts: int) -> float:
+    return float(
+        min(settings.retry_base_seconds * 2 ** max(attempts - 1, 0), settings.retry_max_seconds)
+    )
+
+
+async def mark_retry(
+    session: AsyncSession, delivery: Delivery, error: str, settings: Settings
+) -> datetime | None:
+    """Count the attempt and back off; past the retry window the e-mail is failed for good."""
+    attempts = delivery.attempts + 1
+    now = utcnow()
+    if delivery.created_at < now - timedelta(seconds=settings.retry_window_seconds):
+        await mark_failed(
+            session, delivery.delivery_id, f"gave up after {attempts} attempts: {error}"
+        )
+        return None
+    next_attempt = now + timedelta(seconds=retry_delay(settings, attempts))
+    await session.execute(
+        update(Delivery)
+        .where(Delivery.delivery_id == delivery.delivery_id)
+        .values(
+            attempts=attempts, next_attempt_at=next_attempt, claimed_until=None, last_error=error
+        )
+    )
+    await session.commit()
+    return next_attempt
+
+
+async def postpone(session: AsyncSession, delivery_ids: Sequence[int], until: datetime) -> None:
+    """Release claimed e-mails not tried because the server is unreachable, without an attempt."""
+    if not delivery_ids:
+        return
+    await session.execute(
+        update(Delivery)
+        .where(Delivery.delivery_id.in_(delivery_ids))
+        .values(next_attempt_at=until, claimed_until=None)
+    )
+    await session.commit()
