@@ -134,23 +134,29 @@ async def _queue_email(
     event_id: uuid.UUID,
     user_id: uuid.UUID,
     to_address: str,
-    composed: Composed,
+    composed: Composed | None,
     unsubscribe: str | None = None,
+    skipped_because: str | None = None,
 ) -> bool:
-    """Insert a pending e-mail unless its key exists: the idempotency record of the event."""
+    """Insert the e-mail unless its key exists: the idempotency record of the event.
+
+    With `skipped_because` the row records a decision not to send, so that a redelivery
+    of the event is a no-op too.
+    """
     stmt = (
         insert(Delivery)
         .values(
             dedup_key=dedup_key,
             kind=kind,
-            status=DeliveryStatus.PENDING,
+            status=DeliveryStatus.SKIPPED if skipped_because else DeliveryStatus.PENDING,
             event_id=event_id,
             user_id=user_id,
             to_address=to_address,
-            subject=composed.subject,
-            body_text=composed.text,
-            body_html=composed.html,
+            subject=composed.subject if composed else None,
+            body_text=composed.text if composed else None,
+            body_html=composed.html if composed else None,
             unsubscribe_url=unsubscribe,
+            last_error=skipped_because,
         )
         .on_conflict_do_nothing(index_elements=[Delivery.dedup_key])
         .returning(Delivery.delivery_id)
@@ -234,19 +240,19 @@ async def record_recommendations(
     """An `immediate` viewer's picks, at most one e-mail per interval; others get digests."""
     # The row lock serialises concurrent events of one viewer, so the throttle holds.
     recipient = await session.get(Recipient, event.user_id, with_for_update=True)
-    now = utcnow()
-    throttle = timedelta(seconds=settings.immediate_min_interval_seconds)
     if (
         recipient is None
         or not wants_recommendations(recipient)
         or recipient.digest_frequency != DigestFrequency.IMMEDIATE
         or not event.items
-        or (
-            recipient.last_immediate_at is not None and recipient.last_immediate_at > now - throttle
-        )
     ):
         await session.rollback()
         return False
+    now = utcnow()
+    throttled = recipient.last_immediate_at is not None and (
+        recipient.last_immediate_at
+        > now - timedelta(seconds=settings.immediate_min_interval_seconds)
+    )
     composed, link = _recommendations(recipient, event, settings)
     queued = await _queue_email(
         session,
@@ -257,13 +263,12 @@ async def record_recommendations(
         to_address=recipient.email,
         composed=composed,
         unsubscribe=link,
+        skipped_because="throttled: one e-mail per interval" if throttled else None,
     )
-    if not queued:  # a redelivery: the first delivery already queued it
-        await session.rollback()
-        return False
-    recipient.last_immediate_at = now
+    if queued and not throttled:
+        recipient.last_immediate_at = now
     await session.commit()
-    return True
+    return queued and not throttled
 
 
 async def fill_digest(

@@ -213,9 +213,7 @@ async def deliveries(
 
 async def count_status(sessionmaker: async_sessionmaker[AsyncSession], status: str) -> int:
     async with sessionmaker() as session:
-        return int(
-            await session.scalar(select(func.count()).where(Delivery.status == status)) or 0
-        )
+        return int(await session.scalar(select(func.count()).where(Delivery.status == status)) or 0)
 
 
 async def publish(broker: RabbitBroker, *events: Event) -> None:

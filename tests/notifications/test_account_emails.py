@@ -81,9 +81,9 @@ async def test_reset_email_sent_when_viewer_opted_out_of_digests(
     [message] = smtp_sink.to(viewer.email)
     assert message["Subject"] == "Reset your Cinema password"
     assert "http://localhost:8000/reset?token=abc" in message.get_body(("plain",)).get_content()
-    assert 'href="http://localhost:8000/reset?token=abc"' in message.get_body(
-        ("html",)
-    ).get_content()
+    assert (
+        'href="http://localhost:8000/reset?token=abc"' in message.get_body(("html",)).get_content()
+    )
 
 
 async def test_redelivered_event_sends_nothing_new(
@@ -100,7 +100,10 @@ async def test_redelivered_event_sends_nothing_new(
     await wait_for(lambda: _arrived(smtp_sink, marker.email))
 
     async def settled() -> bool:
-        return all(d.status == DeliveryStatus.SENT for d in await deliveries(service.sessionmaker, event.user_id))
+        return all(
+            d.status == DeliveryStatus.SENT
+            for d in await deliveries(service.sessionmaker, event.user_id)
+        )
 
     await wait_for(settled)
     assert len(smtp_sink.to(event.email)) == 1
@@ -119,7 +122,9 @@ async def test_malformed_event_goes_to_dead_letter_queue(service: Service) -> No
         dead = await channel.declare_queue("notifications.events.dead", passive=True)
 
         async def dead_lettered() -> bool:
-            return (await channel.declare_queue(dead.name, passive=True)).declaration_result.message_count == 1
+            return (
+                await channel.declare_queue(dead.name, passive=True)
+            ).declaration_result.message_count == 1
 
         await wait_for(dead_lettered)
         message = await dead.get(timeout=5)
