@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from email.message import EmailMessage
 from typing import Any
 
 import aio_pika
@@ -218,3 +219,10 @@ async def count_status(sessionmaker: async_sessionmaker[AsyncSession], status: s
 
 async def publish(broker: RabbitBroker, *events: Event) -> None:
     await asyncio.gather(*(publish_event(broker, event) for event in events))
+
+
+def body(message: EmailMessage, subtype: str) -> str:
+    """The `plain` or `html` part, with SMTP's CRLF line ends back to LF."""
+    part = message.get_body((subtype,))
+    assert part is not None, f"no text/{subtype} part"
+    return str(part.get_content()).replace("\r\n", "\n")

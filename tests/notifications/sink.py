@@ -54,7 +54,7 @@ class SmtpSink:
                 if self.keep_messages
                 else EmailMessage()
             )
-            self.received.append(Received(recipient, message, time.perf_counter()))  # type: ignore[arg-type]
+            self.received.append(Received(recipient, message, time.perf_counter()))
         return "250 OK"
 
     def to(self, address: str) -> list[EmailMessage]:

@@ -15,6 +15,7 @@ from notifications_service.models import DeliveryStatus
 from tests.notifications.conftest import (
     Service,
     StartService,
+    body,
     create_recipient,
     deliveries,
     publish,
@@ -49,8 +50,8 @@ async def test_confirmation_email_carries_link_when_user_registers(
         f"confirmation:{event.event_id}", "no-reply@cinema.local"
     )
     assert message["List-Unsubscribe"] is None
-    text = message.get_body(("plain",)).get_content()
-    html = message.get_body(("html",)).get_content()
+    text = body(message, "plain")
+    html = body(message, "html")
     assert "Hello Ann Viewer," in text
     assert event.confirm_url in text
     assert f'<a href="{event.confirm_url}"' in html
@@ -80,10 +81,8 @@ async def test_reset_email_sent_when_viewer_opted_out_of_digests(
     await wait_for(lambda: _arrived(smtp_sink, viewer.email))
     [message] = smtp_sink.to(viewer.email)
     assert message["Subject"] == "Reset your Cinema password"
-    assert "http://localhost:8000/reset?token=abc" in message.get_body(("plain",)).get_content()
-    assert (
-        'href="http://localhost:8000/reset?token=abc"' in message.get_body(("html",)).get_content()
-    )
+    assert "http://localhost:8000/reset?token=abc" in body(message, "plain")
+    assert 'href="http://localhost:8000/reset?token=abc"' in body(message, "html")
 
 
 async def test_redelivered_event_sends_nothing_new(

@@ -18,6 +18,7 @@ from tests.notifications.conftest import (
     TEST_SETTINGS,
     FakeRecom,
     Service,
+    body,
     count_status,
     create_recipient,
     deliveries,
@@ -67,7 +68,7 @@ async def test_immediate_viewer_mailed_at_once_at_most_once_an_hour(
     ]
     [message] = smtp_sink.to(viewer.email)
     assert message["Subject"] == "New film picks for you"
-    text = message.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    text = body(message, "plain")
     assert "1. Alien (9.0/10)\n   Because you liked film 0" in text
     assert "2. Brazil (8.0/10)\n   Because you liked film 1" in text
 
