@@ -34,7 +34,7 @@ from notifications_service import service  # noqa: E402
 from notifications_service.config import get_settings  # noqa: E402
 from notifications_service.models import DigestFrequency, Recipient  # noqa: E402
 from tests.notifications.sink import SmtpSink  # noqa: E402
-from tests.support import ServiceProcess  # noqa: E402
+from tests.support import ServiceProcess, wait_for  # noqa: E402
 
 ITEMS = [
     RecommendedItem(movie_id=uuid.uuid4(), title=title, score=9.0 - i, reason="Liked by your peers")
@@ -44,7 +44,9 @@ ITEMS = [
 
 def machine() -> str:
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} cores, {memory:.0f} GB RAM, {platform.processor() or platform.machine()}"
+    return (
+        f"{os.cpu_count()} cores, {memory:.0f} GB RAM, {platform.processor() or platform.machine()}"
+    )
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -112,9 +114,7 @@ async def run(viewers: int, connections: int, publishers: int) -> None:
         started = time.perf_counter()
         await asyncio.gather(*(publisher() for _ in range(publishers)))
         publish_done = time.perf_counter()
-        deadline = time.monotonic() + 600
-        while len(sink.received) < viewers and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+        await wait_for(lambda: _all_accepted(sink, viewers), timeout=600, interval=0.1)
         finished = time.perf_counter()
     finally:
         await broker.stop()
@@ -123,11 +123,17 @@ async def run(viewers: int, connections: int, publishers: int) -> None:
 
     latencies = [r.at - published[r.recipient] for r in sink.received]
     copies = Counter(r.recipient for r in sink.received)
-    print(f"digests published: {viewers} by {publishers} publishers in {publish_done - started:.2f} s")
-    print(f"accepted by SMTP: {len(sink.received)}, duplicates: {sum(c - 1 for c in copies.values())}")
+    print(
+        f"digests published: {viewers} by {publishers} publishers in {publish_done - started:.2f} s"
+    )
+    print(
+        f"accepted by SMTP: {len(sink.received)}, duplicates: {sum(c - 1 for c in copies.values())}"
+    )
     print(f"SMTP connections: {connections}")
     print(f"wall time first publish to last accept: {finished - started:.2f} s")
-    print(f"throughput: {len(sink.received) / (max(r.at for r in sink.received) - started):.0f} e-mails/s")
+    print(
+        f"throughput: {len(sink.received) / (max(r.at for r in sink.received) - started):.0f} e-mails/s"
+    )
     print(
         "event to SMTP accept: "
         f"p50 {statistics.median(latencies) * 1000:.0f} ms, "
@@ -135,6 +141,10 @@ async def run(viewers: int, connections: int, publishers: int) -> None:
         f"p99 {percentile(latencies, 0.99) * 1000:.0f} ms, "
         f"max {max(latencies) * 1000:.0f} ms"
     )
+
+
+async def _all_accepted(sink: SmtpSink, count: int) -> bool:
+    return len(sink.received) >= count
 
 
 def main() -> None:

@@ -14,21 +14,28 @@ import asyncio
 import logging
 from contextlib import suppress
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from contracts.errors import DEPENDENCY_ERRORS
 from contracts.events import utcnow
 from notifications_service import service
 from notifications_service.config import Settings
 from notifications_service.mailer import PermanentFailure, SmtpConnection, TemporaryFailure
-from notifications_service.models import Delivery
+from notifications_service.models import Delivery, DeliveryStatus
 
 logger = logging.getLogger(__name__)
 
 
 class Dispatcher:
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+    ) -> None:
         self._sessionmaker = sessionmaker
+        # One statement per outcome, committed at once: no BEGIN/COMMIT round trips.
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._settings = settings
         self._wake = asyncio.Event()
 
@@ -54,27 +61,31 @@ class Dispatcher:
                         continue
                 except DEPENDENCY_ERRORS as exc:
                     logger.warning("delivery log unreachable: %r", exc)
+                except Exception:
+                    # A bug must not stop the sender for good; the lease brings the batch back.
+                    logger.exception("sender worker failed; going on")
                 with suppress(TimeoutError):
                     async with asyncio.timeout(self._settings.delivery_poll_seconds):
                         await self._wake.wait()
 
     async def _send(self, connection: SmtpConnection, batch: list[Delivery]) -> None:
-        settings = self._settings
-        for position, delivery in enumerate(batch):
-            try:
-                await connection.send(delivery)
-            except PermanentFailure as exc:
-                logger.warning("delivery %s refused for good: %s", delivery.dedup_key, exc)
-                async with self._sessionmaker() as session:
-                    await service.mark_failed(session, delivery.delivery_id, str(exc))
-                continue
-            except TemporaryFailure as exc:
-                logger.info("delivery %s deferred: %s", delivery.dedup_key, exc)
-                async with self._sessionmaker() as session:
-                    retry_at = await service.mark_retry(session, delivery, str(exc), settings)
+        async with self._autocommit.connect() as db:
+            for position, delivery in enumerate(batch):
+                try:
+                    await connection.send(delivery)
+                except PermanentFailure as exc:
+                    logger.warning("delivery %s refused for good: %s", delivery.dedup_key, exc)
+                    await db.execute(
+                        service.finish(delivery.delivery_id, DeliveryStatus.FAILED, str(exc))
+                    )
+                    continue
+                except TemporaryFailure as exc:
+                    logger.info("delivery %s deferred: %s", delivery.dedup_key, exc)
+                    statement, retry_at = service.defer(delivery, str(exc), self._settings)
+                    await db.execute(statement)
                     rest = [d.delivery_id for d in batch[position + 1 :]]
-                    # The server is likely down for the rest too; no attempt is charged to them.
-                    await service.postpone(session, rest, retry_at or utcnow())
-                return
-            async with self._sessionmaker() as session:
-                await service.mark_sent(session, delivery.delivery_id)
+                    if rest:
+                        # The server is likely down for the rest too; no attempt is charged.
+                        await db.execute(service.postpone(rest, retry_at or utcnow()))
+                    return
+                await db.execute(service.finish(delivery.delivery_id, DeliveryStatus.SENT))

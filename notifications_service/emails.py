@@ -9,7 +9,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from contracts.events import RecommendedItem
-from notifications_service.models import DigestFrequency
+from notifications_service.models import DeliveryKind, DigestFrequency
 
 _templates = Environment(
     loader=PackageLoader("notifications_service", "templates"),
@@ -45,22 +45,19 @@ def _compose(template: str, subject: str, **context: Any) -> Composed:
     )
 
 
-def confirmation_email(*, name: str, confirm_url: str, public_base_url: str) -> Composed:
-    return _compose(
-        "confirmation",
-        "Confirm your e-mail address",
-        name=name or "there",
-        confirm_url=confirm_url,
-        public_base_url=public_base_url,
-    )
+ACCOUNT_SUBJECTS = {
+    DeliveryKind.CONFIRMATION: "Confirm your e-mail address",
+    DeliveryKind.PASSWORD_RESET: "Reset your Cinema password",
+}
 
 
-def password_reset_email(*, name: str, reset_url: str, public_base_url: str) -> Composed:
+def account_email(kind: DeliveryKind, *, name: str, url: str, public_base_url: str) -> Composed:
+    """The confirmation or the reset e-mail: a greeting and the one link to open."""
     return _compose(
-        "password_reset",
-        "Reset your Cinema password",
+        kind.value,
+        ACCOUNT_SUBJECTS[kind],
         name=name or "there",
-        reset_url=reset_url,
+        url=url,
         public_base_url=public_base_url,
     )
 

@@ -1,16 +1,14 @@
-"""SMTP with aiosmtplib: builds the MIME message of a delivery and sorts failures into retry or give up."""
+"""SMTP with aiosmtplib: writes the MIME message of a delivery and sorts failures into retry or give up."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from email.charset import QP, Charset
+import quopri
+import secrets
 from email.header import Header
-from email.message import Message
-from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
-from email.policy import compat32
 from email.utils import formataddr, formatdate, parseaddr
+from functools import lru_cache
 from types import TracebackType
 
 import aiosmtplib
@@ -19,9 +17,6 @@ from notifications_service.config import Settings
 from notifications_service.models import Delivery
 
 logger = logging.getLogger(__name__)
-
-
-UNFOLDED = compat32.clone(max_line_length=None, linesep="\r\n")
 
 
 class TemporaryFailure(Exception):
@@ -44,32 +39,46 @@ def _header(value: str) -> str:
     return value if value.isascii() else Header(value, "utf-8").encode()
 
 
-def _part(content: str, subtype: str) -> MIMEText:
-    charset = Charset("utf-8")
-    charset.body_encoding = QP
-    return MIMEText(content, subtype, charset)  # type: ignore[arg-type]
+@lru_cache
+def _from_header(sender: str) -> str:
+    return formataddr(parseaddr(sender), charset="utf-8")
 
 
-def build_message(delivery: Delivery, sender: str) -> Message:
-    """multipart/alternative, text then HTML. The compat32 MIME classes build and flatten
-    three times faster than EmailMessage's default policy, which matters at 10,000 digests."""
+def render_mime(delivery: Delivery, sender: str) -> bytes:
+    """multipart/alternative (text, then HTML) in quoted-printable UTF-8, written directly:
+    the email package's generator spends about 2 ms of CPU per message folding headers,
+    which at 10,000 digests is most of the sender's time. Line ends are LF; aiosmtplib
+    turns them into CRLF on the wire."""
     assert delivery.to_address
     assert delivery.subject is not None
-    message = MIMEMultipart("alternative")
-    name, address = parseaddr(sender)
-    message["From"] = formataddr((name, address), charset="utf-8")
-    message["To"] = delivery.to_address
-    message["Subject"] = _header(delivery.subject)
-    message["Date"] = formatdate(usegmt=True)
-    message["Message-ID"] = message_id(delivery.dedup_key, sender)
-    message["X-Cinema-Kind"] = delivery.kind
+    # "=_" never occurs in quoted-printable output, so the boundary cannot clash with a body.
+    boundary = f"=_{secrets.token_hex(12)}"
+    headers = [
+        f"From: {_from_header(sender)}",
+        f"To: {_header(delivery.to_address)}",
+        f"Subject: {_header(delivery.subject)}",
+        f"Date: {formatdate(usegmt=True)}",
+        f"Message-ID: {message_id(delivery.dedup_key, sender)}",
+        f"X-Cinema-Kind: {delivery.kind}",
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/alternative; boundary="{boundary}"',
+    ]
     if delivery.unsubscribe_url:
-        message["List-Unsubscribe"] = f"<{delivery.unsubscribe_url}>"
-        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    message.attach(_part(delivery.body_text or "", "plain"))
+        headers.append(f"List-Unsubscribe: <{delivery.unsubscribe_url}>")
+        headers.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click")
+    chunks = ["\n".join(headers).encode(), b"\n\n"]
+    parts = [("plain", delivery.body_text or "")]
     if delivery.body_html:
-        message.attach(_part(delivery.body_html, "html"))
-    return message
+        parts.append(("html", delivery.body_html))
+    for subtype, content in parts:
+        chunks.append(
+            f"--{boundary}\nContent-Type: text/{subtype}; charset=utf-8\n"
+            "Content-Transfer-Encoding: quoted-printable\n\n".encode()
+        )
+        chunks.append(quopri.encodestring(content.encode()))
+        chunks.append(b"\n")
+    chunks.append(f"--{boundary}--\n".encode())
+    return b"".join(chunks)
 
 
 def _classify(exc: Exception) -> Exception:
@@ -108,8 +117,7 @@ class SmtpConnection:
     async def send(self, delivery: Delivery) -> None:
         """Hand one message to the server; raise TemporaryFailure or PermanentFailure."""
         sender = self._settings.smtp_from
-        # Flattened here, unfolded: a long List-Unsubscribe URL stays on one header line.
-        content = build_message(delivery, sender).as_bytes(policy=UNFOLDED)
+        content = render_mime(delivery, sender)
         try:
             if self._client is None or not self._client.is_connected:
                 self._client = await self._connect()

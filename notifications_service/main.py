@@ -38,7 +38,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         broker=broker,
         broker_setup=partial(declare_topology, broker, QUEUE, EVENT_TYPES),
     ):
-        dispatcher = Dispatcher(app.state.sessionmaker, settings)
+        dispatcher = Dispatcher(app.state.engine, app.state.sessionmaker, settings)
         tasks = [asyncio.create_task(dispatcher.run(), name="mail-dispatcher")]
         if settings.digest_scheduler_seconds > 0:
             tasks.append(

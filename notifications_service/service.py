@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Text, and_, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, Text, Update, and_, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,12 +19,7 @@ from contracts.events import (
     utcnow,
 )
 from notifications_service.config import Settings
-from notifications_service.emails import (
-    Composed,
-    confirmation_email,
-    password_reset_email,
-    recommendations_email,
-)
+from notifications_service.emails import Composed, account_email, recommendations_email
 from notifications_service.models import (
     Delivery,
     DeliveryKind,
@@ -164,27 +160,43 @@ async def _queue_email(
     return (await session.execute(stmt)).first() is not None
 
 
+async def _record_account_email(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    kind: DeliveryKind,
+    event: UserRegistered | PasswordResetRequested,
+    name: str,
+    url: str,
+) -> bool:
+    """Confirmation and reset e-mails go out whatever the viewer's digest preference."""
+    queued = await _queue_email(
+        session,
+        dedup_key=event_key(kind, event.event_id),
+        kind=kind,
+        event_id=event.event_id,
+        user_id=event.user_id,
+        to_address=event.email,
+        composed=account_email(kind, name=name, url=url, public_base_url=settings.public_base_url),
+    )
+    await session.commit()
+    return queued
+
+
 async def record_registration(
     session: AsyncSession, event: UserRegistered, settings: Settings
 ) -> bool:
     await upsert_recipient(
         session, user_id=event.user_id, email=event.email, full_name=event.full_name
     )
-    queued = await _queue_email(
+    return await _record_account_email(
         session,
-        dedup_key=event_key(DeliveryKind.CONFIRMATION, event.event_id),
+        settings,
         kind=DeliveryKind.CONFIRMATION,
-        event_id=event.event_id,
-        user_id=event.user_id,
-        to_address=event.email,
-        composed=confirmation_email(
-            name=event.full_name,
-            confirm_url=event.confirm_url,
-            public_base_url=settings.public_base_url,
-        ),
+        event=event,
+        name=event.full_name,
+        url=event.confirm_url,
     )
-    await session.commit()
-    return queued
 
 
 async def record_verification(session: AsyncSession, event: UserVerified) -> None:
@@ -203,21 +215,14 @@ async def record_reset_request(
 ) -> bool:
     await upsert_recipient(session, user_id=event.user_id, email=event.email)
     recipient = await session.get(Recipient, event.user_id)
-    queued = await _queue_email(
+    return await _record_account_email(
         session,
-        dedup_key=event_key(DeliveryKind.PASSWORD_RESET, event.event_id),
+        settings,
         kind=DeliveryKind.PASSWORD_RESET,
-        event_id=event.event_id,
-        user_id=event.user_id,
-        to_address=event.email,
-        composed=password_reset_email(
-            name=recipient.full_name if recipient else "",
-            reset_url=event.reset_url,
-            public_base_url=settings.public_base_url,
-        ),
+        event=event,
+        name=recipient.full_name if recipient else "",
+        url=event.reset_url,
     )
-    await session.commit()
-    return queued
 
 
 def _recommendations(
@@ -318,6 +323,22 @@ async def fill_digest(
 # ---------------------------------------------------------------- digest requests
 
 
+def _take(
+    where: list[ColumnElement[bool]], order: Any, limit: int, values: dict[str, Any]
+) -> Update:
+    """Update up to `limit` matching rows that no other transaction holds (SKIP LOCKED),
+    so that concurrent schedulers and senders each take different rows."""
+    picked = (
+        select(Delivery.delivery_id)
+        .where(*where)
+        .order_by(order)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    return update(Delivery).where(Delivery.delivery_id.in_(picked)).values(**values)
+
+
 async def reserve_digests(
     session: AsyncSession, *, frequency: DigestFrequency, period: str, limit: int
 ) -> list[uuid.UUID]:
@@ -399,19 +420,13 @@ async def stale_digests(
         .where(awaiting, stale, Delivery.requests >= settings.digest_max_requests)
         .values(status=DeliveryStatus.FAILED, last_error="no picks from recom")
     )
-    picked = (
-        select(Delivery.delivery_id)
-        .where(awaiting, stale)
-        .order_by(Delivery.delivery_id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
     rows = await session.execute(
-        update(Delivery)
-        .where(Delivery.delivery_id.in_(picked))
-        .values(requests=Delivery.requests + 1, requested_at=func.now())
-        .returning(Delivery.user_id, Delivery.period)
+        _take(
+            [awaiting, stale],
+            Delivery.delivery_id,
+            limit,
+            {"requests": Delivery.requests + 1, "requested_at": func.now()},
+        ).returning(Delivery.user_id, Delivery.period)
     )
     result = [(user_id, period) for user_id, period in rows if user_id and period]
     await session.commit()
@@ -424,23 +439,14 @@ async def stale_digests(
 async def claim_due(session: AsyncSession, settings: Settings, *, limit: int) -> list[Delivery]:
     """Lease up to `limit` due e-mails to this sender; a crashed sender's lease runs out."""
     now = func.now()
-    picked = (
-        select(Delivery.delivery_id)
-        .where(
-            Delivery.status == DeliveryStatus.PENDING,
-            Delivery.next_attempt_at <= now,
-            or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now),
-        )
-        .order_by(Delivery.next_attempt_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
+    due = [
+        Delivery.status == DeliveryStatus.PENDING,
+        Delivery.next_attempt_at <= now,
+        or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now),
+    ]
+    lease = {"claimed_until": now + timedelta(seconds=settings.delivery_lease_seconds)}
     rows = await session.scalars(
-        update(Delivery)
-        .where(Delivery.delivery_id.in_(picked))
-        .values(claimed_until=now + timedelta(seconds=settings.delivery_lease_seconds))
-        .returning(Delivery),
+        _take(due, Delivery.next_attempt_at, limit, lease).returning(Delivery),
         execution_options={"synchronize_session": False},
     )
     claimed = sorted(rows.all(), key=lambda d: d.next_attempt_at)
@@ -448,33 +454,19 @@ async def claim_due(session: AsyncSession, settings: Settings, *, limit: int) ->
     return claimed
 
 
-async def mark_sent(session: AsyncSession, delivery_id: int) -> None:
-    await session.execute(
+def finish(delivery_id: int, status: DeliveryStatus, error: str | None = None) -> Update:
+    """An attempt's outcome, run on its own (autocommit) right after the SMTP reply."""
+    return (
         update(Delivery)
         .where(Delivery.delivery_id == delivery_id)
         .values(
-            status=DeliveryStatus.SENT,
+            status=status,
             attempts=Delivery.attempts + 1,
-            sent_at=func.now(),
-            claimed_until=None,
-            last_error=None,
-        )
-    )
-    await session.commit()
-
-
-async def mark_failed(session: AsyncSession, delivery_id: int, error: str) -> None:
-    await session.execute(
-        update(Delivery)
-        .where(Delivery.delivery_id == delivery_id)
-        .values(
-            status=DeliveryStatus.FAILED,
-            attempts=Delivery.attempts + 1,
+            sent_at=func.now() if status == DeliveryStatus.SENT else None,
             claimed_until=None,
             last_error=error,
         )
     )
-    await session.commit()
 
 
 def retry_delay(settings: Settings, attempts: int) -> float:
@@ -483,36 +475,31 @@ def retry_delay(settings: Settings, attempts: int) -> float:
     )
 
 
-async def mark_retry(
-    session: AsyncSession, delivery: Delivery, error: str, settings: Settings
-) -> datetime | None:
-    """Count the attempt and back off; past the retry window the e-mail is failed for good."""
+def defer(delivery: Delivery, error: str, settings: Settings) -> tuple[Update, datetime | None]:
+    """Count the attempt and back off; past the retry window the e-mail is failed for good.
+
+    Returns the statement and when the e-mail is next due (None once failed).
+    """
     attempts = delivery.attempts + 1
     now = utcnow()
     if delivery.created_at < now - timedelta(seconds=settings.retry_window_seconds):
-        await mark_failed(
-            session, delivery.delivery_id, f"gave up after {attempts} attempts: {error}"
-        )
-        return None
+        error = f"gave up after {attempts} attempts: {error}"
+        return finish(delivery.delivery_id, DeliveryStatus.FAILED, error), None
     next_attempt = now + timedelta(seconds=retry_delay(settings, attempts))
-    await session.execute(
+    statement = (
         update(Delivery)
         .where(Delivery.delivery_id == delivery.delivery_id)
         .values(
             attempts=attempts, next_attempt_at=next_attempt, claimed_until=None, last_error=error
         )
     )
-    await session.commit()
-    return next_attempt
+    return statement, next_attempt
 
 
-async def postpone(session: AsyncSession, delivery_ids: Sequence[int], until: datetime) -> None:
+def postpone(delivery_ids: Sequence[int], until: datetime) -> Update:
     """Release claimed e-mails not tried because the server is unreachable, without an attempt."""
-    if not delivery_ids:
-        return
-    await session.execute(
+    return (
         update(Delivery)
         .where(Delivery.delivery_id.in_(delivery_ids))
         .values(next_attempt_at=until, claimed_until=None)
     )
-    await session.commit()
