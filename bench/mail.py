@@ -18,6 +18,7 @@ import statistics
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 
 from scripts import bootstrap
 
@@ -47,6 +48,12 @@ def machine() -> str:
     return (
         f"{os.cpu_count()} cores, {memory:.0f} GB RAM, {platform.processor() or platform.machine()}"
     )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far: a figure the machine's other load does not skew."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -79,6 +86,7 @@ async def prepare(viewers: int) -> list[tuple[uuid.UUID, str]]:
 
 async def run(viewers: int, connections: int, publishers: int) -> None:
     print(f"machine: {machine()}")
+    print("load average at the start (1, 5, 15 min): {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
     print(f"database: {get_settings().database_url.rsplit('/', 1)[1]}")
     users = await prepare(viewers)
     sink = SmtpSink(keep_messages=False)
@@ -110,12 +118,16 @@ async def run(viewers: int, connections: int, publishers: int) -> None:
             published[email] = time.perf_counter()
             await publish_event(broker, event)
 
+    assert process.proc is not None
+    cpu_at_start = cpu_seconds(process.proc.pid)
     try:
         started = time.perf_counter()
         await asyncio.gather(*(publisher() for _ in range(publishers)))
         publish_done = time.perf_counter()
         await wait_for(lambda: _all_accepted(sink, viewers), timeout=600, interval=0.1)
         finished = time.perf_counter()
+        assert process.proc is not None
+        service_cpu = cpu_seconds(process.proc.pid) - cpu_at_start
     finally:
         await broker.stop()
         process.stop()
@@ -130,6 +142,11 @@ async def run(viewers: int, connections: int, publishers: int) -> None:
         f"accepted by SMTP: {len(sink.received)}, duplicates: {sum(c - 1 for c in copies.values())}"
     )
     print(f"SMTP connections: {connections}")
+    print(
+        f"service CPU: {service_cpu:.1f} s, {service_cpu / viewers * 1000:.2f} ms per e-mail "
+        f"(consume, render, store, send, record)"
+    )
+    print("load average at the end (1, 5, 15 min): {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
     print(f"wall time first publish to last accept: {finished - started:.2f} s")
     print(
         f"throughput: {len(sink.received) / (max(r.at for r in sink.received) - started):.0f} e-mails/s"

@@ -49,6 +49,9 @@ class Settings(ServiceSettings):
     # digest_max_requests times in all.
     digest_answer_timeout_seconds: float = Field(default=900.0, gt=0)
     digest_max_requests: int = Field(default=5, ge=1)
+    # A consumer holds an event (unacked) through a database outage this long before it
+    # nacks it towards the delivery limit and the dead-letter queue.
+    consumer_patience_seconds: float = Field(default=600.0, ge=0)
     # `immediate` viewers get at most one recommendations e-mail per this many seconds.
     immediate_min_interval_seconds: float = Field(default=3600.0, ge=0)
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from faststream.exceptions import RejectMessage
@@ -14,6 +16,7 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts.broker import consumer_queue
+from contracts.errors import DEPENDENCY_ERRORS
 from contracts.events import (
     Event,
     PasswordResetRequested,
@@ -75,7 +78,31 @@ def register_consumers(
     @broker.subscriber(consumer_queue(QUEUE), ack_policy=AckPolicy.NACK_ON_ERROR)
     async def consume_event(message: RabbitMessage) -> None:
         event = parse_event(message.raw_message.routing_key or "", message.body)
-        async with sessionmaker()() as session:
-            queued = await handle_event(session, event, settings)
+        queued = await _with_patience(
+            lambda: _apply(sessionmaker(), event, settings), settings.consumer_patience_seconds
+        )
         if queued:
             on_queued()
+
+
+async def _apply(
+    sessionmaker: async_sessionmaker[AsyncSession], event: Event, settings: Settings
+) -> bool:
+    async with sessionmaker() as session:
+        return await handle_event(session, event, settings)
+
+
+async def _with_patience(attempt: Callable[[], Awaitable[bool]], patience: float) -> bool:
+    """Wait out a database outage with the message unacked rather than burn the delivery
+    limit in seconds and dead-letter a confirmation e-mail; give up after `patience`."""
+    deadline = time.monotonic() + patience
+    delay = 0.2
+    while True:
+        try:
+            return await attempt()
+        except DEPENDENCY_ERRORS as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            logger.warning("database unavailable, retrying in %.1f s: %r", delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)

@@ -41,6 +41,11 @@ TEST_SETTINGS = {
 }
 
 
+@pytest.fixture
+def service_settings() -> Settings:
+    return Settings.model_validate({k.lower(): v for k, v in TEST_SETTINGS.items()})
+
+
 @pytest.fixture(scope="session")
 def smtp_sink() -> Any:
     sink = SmtpSink()

@@ -6,10 +6,12 @@ import os
 import uuid
 
 import aio_pika
+import pytest
 from faststream.rabbit import RabbitBroker
 
 from contracts.broker import EVENTS_EXCHANGE
 from contracts.events import PasswordResetRequested, UserRegistered
+from notifications_service.config import get_settings
 from notifications_service.mailer import message_id
 from notifications_service.models import DeliveryStatus
 from tests.notifications.conftest import (
@@ -199,3 +201,40 @@ async def _arrived(sink: SmtpSink, address: str) -> bool:
 async def _status(service: Service, user_id: uuid.UUID, status: DeliveryStatus) -> bool:
     rows = await deliveries(service.sessionmaker, user_id)
     return bool(rows) and all(row.status == status for row in rows)
+
+
+async def test_event_held_through_database_outage_then_mailed(
+    start_service: StartService,
+    broker: RabbitBroker,
+    smtp_sink: SmtpSink,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = get_settings()
+    proxy = TcpProxy(settings.postgres_host, settings.postgres_port)
+    await proxy.start()
+    try:
+        async with start_service(POSTGRES_PORT=str(proxy.port)) as service:
+            await proxy.cut()
+            event = registration()
+            await publish(broker, event)
+
+            async def waiting_out_outage() -> bool:
+                return any("database unavailable" in r.getMessage() for r in caplog.records)
+
+            await wait_for(waiting_out_outage)
+            await proxy.restore()
+            await wait_for(lambda: _arrived(smtp_sink, event.email), timeout=20)
+            assert len(smtp_sink.to(event.email)) == 1
+            response = await service.client.get("/notifications/ready")
+            assert response.status_code == 200
+    finally:
+        await proxy.close()
+    assert await _dead_letters() == 0
+
+
+async def _dead_letters() -> int:
+    connection = await aio_pika.connect(os.environ["RABBITMQ_URL"])
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue("notifications.events.dead", passive=True)
+        return int(queue.declaration_result.message_count or 0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 from functools import partial
 
 import pytest
@@ -12,8 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts.broker import publish_event
 from contracts.events import Event, RecommendationsGenerated
-from notifications_service.models import DeliveryKind, DeliveryStatus
-from notifications_service.scheduler import run_digest_round
+from notifications_service.config import Settings
+from notifications_service.models import DeliveryKind, DeliveryStatus, DigestFrequency
+from notifications_service.scheduler import due_periods, run_digest_round
 from tests.notifications.conftest import (
     TEST_SETTINGS,
     FakeRecom,
@@ -226,3 +228,21 @@ async def _count(db: async_sessionmaker[AsyncSession], status: DeliveryStatus, c
 
 async def _answers_seen(recom: FakeRecom, count: int) -> bool:
     return len(set(recom.requested())) >= count
+
+
+def test_due_periods_open_at_configured_hour_and_weekday(service_settings: Settings) -> None:
+    settings = service_settings.model_copy(update={"digest_hour_utc": 8, "digest_weekday": 2})
+    tuesday_noon = datetime(2026, 11, 24, 12, tzinfo=UTC)
+    wednesday_early = datetime(2026, 11, 25, 7, 59, tzinfo=UTC)
+    wednesday_eight = datetime(2026, 11, 25, 8, tzinfo=UTC)
+
+    assert due_periods(tuesday_noon, settings) == {DigestFrequency.DAILY: "D2026-11-24"}
+    assert due_periods(wednesday_early, settings) == {}
+    assert due_periods(wednesday_eight, settings) == {
+        DigestFrequency.DAILY: "D2026-11-25",
+        DigestFrequency.WEEKLY: "W2026-48",
+    }
+    assert due_periods(wednesday_early, settings, force=True) == {
+        DigestFrequency.DAILY: "D2026-11-25",
+        DigestFrequency.WEEKLY: "W2026-48",
+    }
