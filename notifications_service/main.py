@@ -1,13 +1,20 @@
 """The notifications_service application: confirmation e-mails and recommendation digests."""
 
+import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
+from functools import partial
 
 from fastapi import FastAPI
 
 from contracts.app import configure_logging, create_app
+from contracts.broker import declare_topology, make_broker, publish_event
 from contracts.resources import open_resources, standard_checks
 from notifications_service.config import get_settings
+from notifications_service.consumers import EVENT_TYPES, QUEUE, register_consumers
+from notifications_service.dispatcher import Dispatcher
+from notifications_service.router import router
+from notifications_service.scheduler import run_scheduler
 
 PREFIX = "notifications"
 
@@ -16,8 +23,38 @@ PREFIX = "notifications"
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     configure_logging(settings.log_level)
-    async with open_resources(app, settings, database=True):
-        yield
+    broker = make_broker(settings.rabbitmq_url.get_secret_value(), prefetch=32)
+    dispatcher: Dispatcher | None = None
+
+    def wake_dispatcher() -> None:
+        if dispatcher is not None:
+            dispatcher.wake()
+
+    register_consumers(broker, settings, lambda: app.state.sessionmaker, wake_dispatcher)
+    async with open_resources(
+        app,
+        settings,
+        database=True,
+        broker=broker,
+        broker_setup=partial(declare_topology, broker, QUEUE, EVENT_TYPES),
+    ):
+        dispatcher = Dispatcher(app.state.engine, app.state.sessionmaker, settings)
+        tasks = [asyncio.create_task(dispatcher.run(), name="mail-dispatcher")]
+        if settings.digest_scheduler_seconds > 0:
+            tasks.append(
+                asyncio.create_task(
+                    run_scheduler(app.state.sessionmaker, partial(publish_event, broker), settings),
+                    name="digest-scheduler",
+                )
+            )
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with suppress(BaseException):
+                    await task
 
 
 app = create_app(
@@ -27,3 +64,4 @@ app = create_app(
     lifespan=lifespan,
     checks=standard_checks(database=True),
 )
+app.include_router(router)

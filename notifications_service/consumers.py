@@ -1,0 +1,108 @@
+"""Subscriber of `notifications.events`: auth's account events and recom's picks become e-mails."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from faststream.exceptions import RejectMessage
+from faststream.middlewares import AckPolicy
+from faststream.rabbit import RabbitBroker
+from faststream.rabbit.annotations import RabbitMessage
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from contracts.broker import consumer_queue
+from contracts.errors import DEPENDENCY_ERRORS
+from contracts.events import (
+    Event,
+    PasswordResetRequested,
+    RecommendationsGenerated,
+    UserRegistered,
+    UserVerified,
+)
+from notifications_service import service
+from notifications_service.config import Settings
+
+logger = logging.getLogger(__name__)
+
+QUEUE = "notifications.events"
+EVENT_TYPES: dict[str, type[Event]] = {
+    model.routing_key: model
+    for model in (UserRegistered, UserVerified, PasswordResetRequested, RecommendationsGenerated)
+}
+
+
+def parse_event(routing_key: str, body: bytes) -> Event:
+    """The event, or RejectMessage: a malformed message goes to the dead-letter queue at once."""
+    model = EVENT_TYPES.get(routing_key)
+    if model is None:
+        raise RejectMessage
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        logger.warning("malformed %s dead-lettered: %s", routing_key, exc.errors()[:3])
+        raise RejectMessage from exc
+
+
+async def handle_event(session: AsyncSession, event: Event, settings: Settings) -> bool:
+    """Apply one event; True when it queued an e-mail. Idempotent on the event's key."""
+    match event:
+        case UserRegistered():
+            return await service.record_registration(session, event, settings)
+        case UserVerified():
+            await service.record_verification(session, event)
+            return False
+        case PasswordResetRequested():
+            return await service.record_reset_request(session, event, settings)
+        case RecommendationsGenerated(trigger="digest"):
+            return await service.fill_digest(session, event, settings)
+        case RecommendationsGenerated():
+            return await service.record_recommendations(session, event, settings)
+    raise AssertionError(f"no handler for {type(event).__name__}")
+
+
+def register_consumers(
+    broker: RabbitBroker,
+    settings: Settings,
+    sessionmaker: Callable[[], async_sessionmaker[AsyncSession]],
+    on_queued: Callable[[], Any],
+) -> None:
+    """Subscribe before the broker starts; `sessionmaker` is read per message (lifespan order)."""
+
+    # Any other exception is a failure worth retrying: nack and requeue, up to the queue's
+    # delivery limit, after which RabbitMQ dead-letters it.
+    @broker.subscriber(consumer_queue(QUEUE), ack_policy=AckPolicy.NACK_ON_ERROR)
+    async def consume_event(message: RabbitMessage) -> None:
+        event = parse_event(message.raw_message.routing_key or "", message.body)
+        queued = await _with_patience(
+            lambda: _apply(sessionmaker(), event, settings), settings.consumer_patience_seconds
+        )
+        if queued:
+            on_queued()
+
+
+async def _apply(
+    sessionmaker: async_sessionmaker[AsyncSession], event: Event, settings: Settings
+) -> bool:
+    async with sessionmaker() as session:
+        return await handle_event(session, event, settings)
+
+
+async def _with_patience(attempt: Callable[[], Awaitable[bool]], patience: float) -> bool:
+    """Wait out a database outage with the message unacked rather than burn the delivery
+    limit in seconds and dead-letter a confirmation e-mail; give up after `patience`."""
+    deadline = time.monotonic() + patience
+    delay = 0.2
+    while True:
+        try:
+            return await attempt()
+        except DEPENDENCY_ERRORS as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            logger.warning("database unavailable, retrying in %.1f s: %r", delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)

@@ -1,0 +1,115 @@
+"""Digest rounds: reserve one digest per due viewer and period, then ask recom for the picks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from contracts.broker import PublishFailed
+from contracts.errors import DEPENDENCY_ERRORS
+from contracts.events import DigestRequested, Event, utcnow
+from notifications_service import service
+from notifications_service.config import Settings
+from notifications_service.models import DigestFrequency
+
+logger = logging.getLogger(__name__)
+
+Publish = Callable[[Event], Awaitable[None]]
+
+# A round stopped by these is simply tried again at the next tick.
+ROUND_ERRORS: tuple[type[Exception], ...] = (PublishFailed, *DEPENDENCY_ERRORS)
+
+
+def due_periods(
+    now: datetime, settings: Settings, *, force: bool = False
+) -> dict[DigestFrequency, str]:
+    """The period each frequency is due for at `now` (UTC): `D2026-11-28`, `W2026-48`.
+
+    `force` (the superuser's "run now") skips the hour and weekday: still one per period.
+    """
+    periods: dict[DigestFrequency, str] = {}
+    if force or now.hour >= settings.digest_hour_utc:
+        periods[DigestFrequency.DAILY] = f"D{now.date().isoformat()}"
+    week_start = (now - timedelta(days=now.weekday())).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
+    opens = week_start + timedelta(days=settings.digest_weekday, hours=settings.digest_hour_utc)
+    if force or now >= opens:
+        year, week, _ = now.isocalendar()
+        periods[DigestFrequency.WEEKLY] = f"W{year}-{week:02d}"
+    return periods
+
+
+async def run_digest_round(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    publish: Publish,
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    force: bool = False,
+) -> int:
+    """Request digests for every due viewer; return how many viewers were requested.
+
+    Each batch is committed before it is published: a run killed in between leaves awaiting
+    digests that a later round requests again once they are stale, and recom answering twice
+    still fills only one digest.
+    """
+    requested = 0
+    for frequency, period in due_periods(now or utcnow(), settings, force=force).items():
+        while True:
+            async with sessionmaker() as session:
+                user_ids = await service.reserve_digests(
+                    session, frequency=frequency, period=period, limit=settings.digest_batch_size
+                )
+            if not user_ids:
+                break
+            await _request(sessionmaker, publish, user_ids, period)
+            requested += len(user_ids)
+    while True:
+        async with sessionmaker() as session:
+            stale = await service.stale_digests(session, settings, limit=settings.digest_batch_size)
+        if not stale:
+            break
+        by_period: dict[str, list[uuid.UUID]] = defaultdict(list)
+        for user_id, period in stale:
+            by_period[period].append(user_id)
+        for period, user_ids in by_period.items():
+            await _request(sessionmaker, publish, user_ids, period)
+            requested += len(user_ids)
+    if requested:
+        logger.info("digest round requested %s digests", requested)
+    return requested
+
+
+async def _request(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    publish: Publish,
+    user_ids: list[uuid.UUID],
+    period: str,
+) -> None:
+    try:
+        await publish(DigestRequested(user_ids=user_ids, period=period))
+    except PublishFailed:
+        async with sessionmaker() as session:
+            await service.forget_requests(session, user_ids, period)
+        raise
+
+
+async def run_scheduler(
+    sessionmaker: async_sessionmaker[AsyncSession], publish: Publish, settings: Settings
+) -> None:
+    """The in-process scheduler; every replica may run it, the unique keys keep one digest."""
+    while True:
+        try:
+            await run_digest_round(sessionmaker, publish, settings)
+        except ROUND_ERRORS as exc:
+            logger.warning(
+                "digest round stopped, next one in %s s: %r", settings.digest_scheduler_seconds, exc
+            )
+        await asyncio.sleep(settings.digest_scheduler_seconds)

@@ -1,0 +1,240 @@
+"""Confirmation and reset e-mails: content, exactly once, retries through SMTP outages, 5xx."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import aio_pika
+import pytest
+from faststream.rabbit import RabbitBroker
+
+from contracts.broker import EVENTS_EXCHANGE
+from contracts.events import PasswordResetRequested, UserRegistered
+from notifications_service.config import get_settings
+from notifications_service.mailer import message_id
+from notifications_service.models import DeliveryStatus
+from tests.notifications.conftest import (
+    Service,
+    StartService,
+    body,
+    create_recipient,
+    deliveries,
+    publish,
+)
+from tests.notifications.sink import SmtpSink
+from tests.support import TcpProxy, bearer, make_token, wait_for
+
+
+def registration(**overrides: object) -> UserRegistered:
+    user_id = uuid.uuid4()
+    values: dict[str, object] = {
+        "user_id": user_id,
+        "email": f"new-{user_id.hex[:12]}@example.com",
+        "full_name": "Ann Viewer",
+        "confirm_url": f"http://localhost:8000/auth/v1/s/{user_id.hex[:8]}",
+    }
+    return UserRegistered.model_validate({**values, **overrides})
+
+
+async def test_confirmation_email_carries_link_when_user_registers(
+    service: Service, broker: RabbitBroker, smtp_sink: SmtpSink
+) -> None:
+    event = registration()
+    await publish(broker, event)
+
+    await wait_for(lambda: _status(service, event.user_id, DeliveryStatus.SENT))
+    [message] = smtp_sink.to(event.email)
+    assert message["Subject"] == "Confirm your e-mail address"
+    assert message["To"] == event.email
+    assert message["From"] == "Cinema <no-reply@cinema.local>"
+    assert message["Message-ID"] == message_id(
+        f"confirmation:{event.event_id}", "no-reply@cinema.local"
+    )
+    assert message["List-Unsubscribe"] is None
+    text = body(message, "plain")
+    html = body(message, "html")
+    assert "Hello Ann Viewer," in text
+    assert event.confirm_url in text
+    assert f'<a href="{event.confirm_url}"' in html
+
+    response = await service.client.get(
+        "/notifications/v1/history", headers=bearer(make_token(event.user_id))
+    )
+    assert response.status_code == 200
+    [item] = response.json()["items"]
+    assert (item["kind"], item["status"], item["attempts"]) == ("confirmation", "sent", 1)
+
+
+async def test_reset_email_sent_when_viewer_opted_out_of_digests(
+    service: Service, broker: RabbitBroker, smtp_sink: SmtpSink
+) -> None:
+    async with service.sessionmaker() as session:
+        viewer = await create_recipient(session, digest_frequency="off")
+        viewer.unsubscribed_at = viewer.created_at
+        await session.commit()
+    event = PasswordResetRequested(
+        user_id=viewer.user_id,
+        email=viewer.email,
+        reset_url="http://localhost:8000/reset?token=abc",
+    )
+    await publish(broker, event)
+
+    await wait_for(lambda: _arrived(smtp_sink, viewer.email))
+    [message] = smtp_sink.to(viewer.email)
+    assert message["Subject"] == "Reset your Cinema password"
+    assert "http://localhost:8000/reset?token=abc" in body(message, "plain")
+    assert 'href="http://localhost:8000/reset?token=abc"' in body(message, "html")
+
+
+async def test_redelivered_event_sends_nothing_new(
+    service: Service, broker: RabbitBroker, smtp_sink: SmtpSink
+) -> None:
+    event = registration()
+    await publish(broker, event)
+    await wait_for(lambda: _arrived(smtp_sink, event.email))
+
+    # The same event again (a redelivery after a lost ack), then a marker processed after it.
+    await publish(broker, event, event)
+    marker = registration()
+    await publish(broker, marker)
+    await wait_for(lambda: _arrived(smtp_sink, marker.email))
+
+    async def settled() -> bool:
+        return all(
+            d.status == DeliveryStatus.SENT
+            for d in await deliveries(service.sessionmaker, event.user_id)
+        )
+
+    await wait_for(settled)
+    assert len(smtp_sink.to(event.email)) == 1
+    assert len(await deliveries(service.sessionmaker, event.user_id)) == 1
+
+
+async def test_malformed_event_goes_to_dead_letter_queue(service: Service) -> None:
+    connection = await aio_pika.connect(os.environ["RABBITMQ_URL"])
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(EVENTS_EXCHANGE.name)
+        await exchange.publish(
+            aio_pika.Message(b'{"user_id": "not-a-uuid"}', message_id="bad-1"),
+            routing_key=UserRegistered.routing_key,
+        )
+        dead = await channel.declare_queue("notifications.events.dead", passive=True)
+
+        async def dead_lettered() -> bool:
+            return (
+                await channel.declare_queue(dead.name, passive=True)
+            ).declaration_result.message_count == 1
+
+        await wait_for(dead_lettered)
+        message = await dead.get(timeout=5)
+        assert message.body == b'{"user_id": "not-a-uuid"}'
+        await message.ack()
+
+
+async def test_email_retried_through_smtp_outage_then_delivered(
+    start_service: StartService, broker: RabbitBroker, smtp_sink: SmtpSink
+) -> None:
+    proxy = TcpProxy("127.0.0.1", smtp_sink.port)
+    await proxy.start()
+    try:
+        async with start_service(SMTP_PORT=str(proxy.port)) as service:
+            await proxy.cut()
+            event = registration()
+            await publish(broker, event)
+
+            async def retried() -> bool:
+                rows = await deliveries(service.sessionmaker, event.user_id)
+                return bool(rows) and rows[0].attempts >= 3
+
+            await wait_for(retried)
+            [row] = await deliveries(service.sessionmaker, event.user_id)
+            assert row.status == DeliveryStatus.PENDING
+            assert "Connect" in (row.last_error or "") or "refused" in (row.last_error or "")
+            assert smtp_sink.to(event.email) == []
+
+            await proxy.restore()
+            await wait_for(lambda: _arrived(smtp_sink, event.email))
+            await wait_for(lambda: _status(service, event.user_id, DeliveryStatus.SENT))
+            assert len(smtp_sink.to(event.email)) == 1
+    finally:
+        await proxy.close()
+
+
+async def test_temporary_smtp_reply_retried_then_delivered(
+    service: Service, broker: RabbitBroker, smtp_sink: SmtpSink
+) -> None:
+    event = registration()
+    smtp_sink.script[event.email] = ["451 4.3.0 Try again later", "421 4.7.0 Busy"]
+    await publish(broker, event)
+
+    await wait_for(lambda: _status(service, event.user_id, DeliveryStatus.SENT))
+    [row] = await deliveries(service.sessionmaker, event.user_id)
+    assert row.attempts == 3
+    assert smtp_sink.attempts[event.email] == 3
+    assert len(smtp_sink.to(event.email)) == 1
+
+
+async def test_permanent_smtp_failure_not_retried(
+    service: Service, broker: RabbitBroker, smtp_sink: SmtpSink
+) -> None:
+    event = registration()
+    smtp_sink.script[event.email] = ["550 5.1.1 No such user", "550 5.1.1 No such user"]
+    await publish(broker, event)
+
+    await wait_for(lambda: _status(service, event.user_id, DeliveryStatus.FAILED))
+    # Later e-mails go through while the failed one stays failed, tried once.
+    marker = registration()
+    await publish(broker, marker)
+    await wait_for(lambda: _arrived(smtp_sink, marker.email))
+    [row] = await deliveries(service.sessionmaker, event.user_id)
+    assert (row.status, row.attempts) == (DeliveryStatus.FAILED, 1)
+    assert row.last_error == "550 5.1.1 No such user"
+    assert smtp_sink.attempts[event.email] == 1
+
+
+async def _arrived(sink: SmtpSink, address: str) -> bool:
+    return bool(sink.to(address))
+
+
+async def _status(service: Service, user_id: uuid.UUID, status: DeliveryStatus) -> bool:
+    rows = await deliveries(service.sessionmaker, user_id)
+    return bool(rows) and all(row.status == status for row in rows)
+
+
+async def test_event_held_through_database_outage_then_mailed(
+    start_service: StartService,
+    broker: RabbitBroker,
+    smtp_sink: SmtpSink,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = get_settings()
+    proxy = TcpProxy(settings.postgres_host, settings.postgres_port)
+    await proxy.start()
+    try:
+        async with start_service(POSTGRES_PORT=str(proxy.port)) as service:
+            await proxy.cut()
+            event = registration()
+            await publish(broker, event)
+
+            async def waiting_out_outage() -> bool:
+                return any("database unavailable" in r.getMessage() for r in caplog.records)
+
+            await wait_for(waiting_out_outage)
+            await proxy.restore()
+            await wait_for(lambda: _arrived(smtp_sink, event.email), timeout=20)
+            assert len(smtp_sink.to(event.email)) == 1
+            response = await service.client.get("/notifications/ready")
+            assert response.status_code == 200
+    finally:
+        await proxy.close()
+    assert await _dead_letters() == 0
+
+
+async def _dead_letters() -> int:
+    connection = await aio_pika.connect(os.environ["RABBITMQ_URL"])
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue("notifications.events.dead", passive=True)
+        return int(queue.declaration_result.message_count or 0)
