@@ -236,9 +236,10 @@ class Hub:
                     while True:
                         message = await pubsub.get_message(timeout=10.0)
                         if message is None:
+                            # Proves the connection alive; its answer is a "pong" message.
                             await pubsub.ping()
-                            continue
-                        self._dispatch(message["data"])
+                        elif message["type"] == "message":
+                            self._dispatch(message["data"])
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:

@@ -168,12 +168,12 @@ async def open_room(hub: Hub, claims: TokenClaims, room_user_id: uuid.UUID) -> R
     """The room to join; a viewer's own room is created (with its welcome) on first visit."""
     async with hub.sessionmaker() as session:
         room = await service.get_room(session, room_user_id)
-        if room is not None:
-            return room
-        if room_user_id != claims.user_id:
-            raise Refused(CloseCode.ROOM_NOT_FOUND, "ROOM_NOT_FOUND")
-        async with session.begin():
-            room, created = await service.lock_room(session, room_user_id, email=claims.email)
+    if room is not None:
+        return room
+    if room_user_id != claims.user_id:
+        raise Refused(CloseCode.ROOM_NOT_FOUND, "ROOM_NOT_FOUND")
+    async with hub.sessionmaker() as session, session.begin():
+        room, created = await service.lock_room(session, room_user_id, email=claims.email)
     for message in created:
         await hub.push(room_user_id, message.seq, message_frame(message))
     return room

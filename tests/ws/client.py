@@ -58,9 +58,9 @@ class ChatClient:
                 await self.frames.put(frame)
         except ConnectionClosed:
             pass
-        if self.ws.close_rcvd is not None:
-            self.close_code = self.ws.close_rcvd.code
-            self.close_reason = self.ws.close_rcvd.reason
+        if self.ws.protocol.close_rcvd is not None:
+            self.close_code = self.ws.protocol.close_rcvd.code
+            self.close_reason = self.ws.protocol.close_rcvd.reason
 
     async def next(self, timeout: float = 10.0) -> dict[str, Any]:
         async with asyncio.timeout(timeout):
