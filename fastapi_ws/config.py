@@ -26,6 +26,9 @@ class Settings(ServiceSettings):
     chat_send_queue: int = 256
     # Longest chat message accepted (characters).
     chat_max_text: int = 2000
+    # Unacknowledged events handled at once per process; 1 applies one room's events in the
+    # order they were published (aio-pika runs the callbacks of prefetched messages concurrently).
+    chat_consumer_prefetch: int = 1
     # A recommendations push identical to the previous one within this many seconds is dropped.
     chat_dedup_window: float = 600.0
 

@@ -21,7 +21,9 @@ PREFIX = "ws"
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     configure_logging(settings.log_level)
-    broker = make_broker(settings.rabbitmq_url.get_secret_value(), prefetch=32)
+    broker = make_broker(
+        settings.rabbitmq_url.get_secret_value(), prefetch=settings.chat_consumer_prefetch
+    )
     register_consumers(broker, app, settings)
     async with open_resources(
         app,

@@ -104,3 +104,14 @@ async def refused_status(base_url: str, origin: str) -> int:
         return exc.response.status_code
     await ws.close()
     raise AssertionError("handshake was accepted")
+
+
+async def close_after(base_url: str, frames: list[dict[str, Any]]) -> tuple[int, str]:
+    """Send `frames` on a raw socket that never answers a ping; the close code and reason received."""
+    async with connect(socket_url(base_url), origin=TEST_ORIGIN, ping_interval=None) as ws:  # type: ignore[arg-type]
+        for frame in frames:
+            await ws.send(json.dumps(frame))
+        async with asyncio.timeout(10):
+            await ws.wait_closed()
+    assert ws.protocol.close_rcvd is not None
+    return ws.protocol.close_rcvd.code, ws.protocol.close_rcvd.reason

@@ -14,7 +14,7 @@ from contracts.broker import make_broker
 from contracts.db import make_engine, make_sessionmaker
 from fastapi_ws.config import Settings
 from fastapi_ws.consumers import declare_ws_topology
-from tests.support import ServiceProcess
+from tests.support import ServiceProcess, TcpProxy
 from tests.ws.client import TEST_ORIGIN
 
 # Short timers so that heartbeats, revocation checks and expiry show within a test.
@@ -31,15 +31,32 @@ FAST_TIMERS = {
 }
 
 
-async def start_ws(**env: str) -> ServiceProcess:
+async def start_ws(*, gateway: TcpProxy | None = None, **env: str) -> ServiceProcess:
     proc = ServiceProcess("fastapi_ws.main:app", "ws", env={**FAST_TIMERS, **env})
+    if gateway is not None:
+        # The browser loads the page through the gateway, so that is the origin it sends.
+        gateway.target = ("127.0.0.1", proc.port)
+        proc.env["ALLOWED_ORIGINS"] = f"{TEST_ORIGIN},{gateway_url(gateway)}"
     await proc.start()
     return proc
 
 
+def gateway_url(gateway: TcpProxy) -> str:
+    return f"http://127.0.0.1:{gateway.port}"
+
+
 @pytest.fixture(scope="session")
-async def ws_service() -> AsyncIterator[ServiceProcess]:
-    proc = await start_ws()
+async def chat_gateway() -> AsyncIterator[TcpProxy]:
+    """A TCP relay in front of `ws_service` that a test can cut, as a network drop would."""
+    gateway = TcpProxy("127.0.0.1", 0)
+    yield gateway
+    await gateway.close()
+
+
+@pytest.fixture(scope="session")
+async def ws_service(chat_gateway: TcpProxy) -> AsyncIterator[ServiceProcess]:
+    proc = await start_ws(gateway=chat_gateway)
+    await chat_gateway.start()
     yield proc
     proc.stop()
 

@@ -54,7 +54,11 @@ async def test_recommendations_for_user_without_room_create_it(
 
     welcome, picks = await wait_for_messages(db, user_id, 2)
     assert (welcome.seq, welcome.kind) == (1, "system")
-    assert (picks.seq, picks.kind, picks.body) == (2, "recommendations", "New picks for you: 1 film.")
+    assert (picks.seq, picks.kind, picks.body) == (
+        2,
+        "recommendations",
+        "New picks for you: 1 film.",
+    )
     assert picks.items == [
         {
             "movie_id": str(uuid.uuid5(uuid.NAMESPACE_URL, "Alien")),

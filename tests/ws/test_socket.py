@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -14,13 +13,12 @@ import pytest
 from faststream.rabbit import RabbitBroker
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from websockets.asyncio.client import connect
 
 from contracts.broker import publish_event
 from contracts.events import TokensRevoked
 from contracts.tokens import REVOKED_JTI_KEY
 from tests.support import ServiceProcess, bearer, make_token
-from tests.ws.client import TEST_ORIGIN, ChatClient, refused_status, socket_url
+from tests.ws.client import ChatClient, close_after, refused_status
 from tests.ws.factories import create_recommendations, titles_of, wait_for_messages
 
 SessionMaker = async_sessionmaker[AsyncSession]
@@ -31,7 +29,7 @@ def jti_of(token: str) -> str:
 
 
 @pytest.fixture
-async def redis() -> Redis:
+async def redis() -> AsyncIterator[Redis]:
     client = Redis.from_url(os.environ["REDIS_URL"])
     yield client
     await client.aclose()
@@ -159,18 +157,12 @@ async def test_socket_with_revoked_token_closed_4401(
 
 
 async def test_socket_without_auth_frame_closed_after_timeout(ws_service: ServiceProcess) -> None:
-    async with connect(socket_url(ws_service.url), origin=TEST_ORIGIN) as ws:  # type: ignore[arg-type]
-        await ws.wait_closed()
-        assert ws.protocol.close_rcvd is not None
-        assert (ws.protocol.close_rcvd.code, ws.protocol.close_rcvd.reason) == (4401, "AUTH_TIMEOUT")
+    assert await close_after(ws_service.url, []) == (4401, "AUTH_TIMEOUT")
 
 
 async def test_first_frame_other_than_auth_closed_4400(ws_service: ServiceProcess) -> None:
-    async with connect(socket_url(ws_service.url), origin=TEST_ORIGIN) as ws:  # type: ignore[arg-type]
-        await ws.send(json.dumps({"type": "chat", "text": "hi"}))
-        await ws.wait_closed()
-        assert ws.protocol.close_rcvd is not None
-        assert (ws.protocol.close_rcvd.code, ws.protocol.close_rcvd.reason) == (4400, "AUTH_EXPECTED")
+    chat = {"type": "chat", "text": "hi"}
+    assert await close_after(ws_service.url, [chat]) == (4400, "AUTH_EXPECTED")
 
 
 async def test_foreign_origin_refused_before_handshake(ws_service: ServiceProcess) -> None:
@@ -188,9 +180,7 @@ async def test_viewer_cannot_open_another_viewers_room(
     assert intruder.close_reason == "FORBIDDEN"
     assert intruder.frames.empty()
     async with httpx.AsyncClient(base_url=ws_service.url) as http:
-        response = await http.get(
-            f"/ws/v1/rooms/{user_id}/messages", headers=bearer(make_token())
-        )
+        response = await http.get(f"/ws/v1/rooms/{user_id}/messages", headers=bearer(make_token()))
     assert response.status_code == 403
     assert response.json() == {"detail": "FORBIDDEN"}
     await owner.close()
@@ -226,9 +216,7 @@ async def test_tokens_revoked_event_closes_that_tokens_socket(
     await second.send_chat("still here")
     assert (await second.message())["body"] == "still here"
 
-    await publish_event(
-        publisher, TokensRevoked(user_id=user_id, not_before=datetime.now(UTC))
-    )
+    await publish_event(publisher, TokensRevoked(user_id=user_id, not_before=datetime.now(UTC)))
     assert await second.closed() == 4401
 
 
@@ -247,7 +235,9 @@ async def test_revocation_seen_on_a_later_check_closes_socket(
 async def test_socket_closed_when_token_expires(
     ws_service: ServiceProcess, user_id: uuid.UUID
 ) -> None:
-    client = await ChatClient.open(ws_service.url, make_token(user_id, lifetime=timedelta(seconds=2)))
+    client = await ChatClient.open(
+        ws_service.url, make_token(user_id, lifetime=timedelta(seconds=2))
+    )
     await client.history()
     assert await client.closed() == 4401
     assert client.close_reason == "TOKEN_EXPIRED"
@@ -258,13 +248,9 @@ async def test_silent_peer_dropped_and_answering_peer_kept(
 ) -> None:
     answering = await ChatClient.open(ws_service.url, make_token(user_id))
     await answering.history()
-    async with connect(socket_url(ws_service.url), origin=TEST_ORIGIN) as silent:  # type: ignore[arg-type]
-        await silent.send(json.dumps({"type": "auth", "token": make_token(user_id)}))
-        # Reads the server's pings but never answers one (CHAT_HEARTBEAT_TIMEOUT is 1.5 s).
-        async with asyncio.timeout(10):
-            await silent.wait_closed()
-        assert silent.protocol.close_rcvd is not None
-        assert (silent.protocol.close_rcvd.code, silent.protocol.close_rcvd.reason) == (4408, "HEARTBEAT_TIMEOUT")
+    # Reads the server's pings but never answers one (CHAT_HEARTBEAT_TIMEOUT is 1.5 s).
+    silent_auth = {"type": "auth", "token": make_token(user_id)}
+    assert await close_after(ws_service.url, [silent_auth]) == (4408, "HEARTBEAT_TIMEOUT")
     assert answering.close_code is None
     await answering.send_chat("alive")
     assert (await answering.message())["body"] == "alive"
