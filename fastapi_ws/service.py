@@ -51,19 +51,18 @@ async def lock_room(
 
     Returns the room and the messages created with it (the welcome), to be pushed after commit.
     """
-    created_id = await session.scalar(
-        insert(Room)
-        .values(user_id=user_id, email=email, full_name=full_name)
-        .on_conflict_do_nothing(index_elements=[Room.user_id])
-        .returning(Room.room_id)
-    )
     # The row lock serialises every writer of this room, so sequence numbers never collide.
-    room = await session.scalar(
-        select(Room)
-        .where(Room.user_id == user_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
+    locked = select(Room).where(Room.user_id == user_id).with_for_update()
+    room = await session.scalar(locked.execution_options(populate_existing=True))
+    created_id = None
+    if room is None:
+        created_id = await session.scalar(
+            insert(Room)
+            .values(user_id=user_id, email=email, full_name=full_name)
+            .on_conflict_do_nothing(index_elements=[Room.user_id])
+            .returning(Room.room_id)
+        )
+        room = await session.scalar(locked.execution_options(populate_existing=True))
     assert room is not None
     if created_id is None:
         if (email and room.email != email) or (full_name and room.full_name != full_name):
