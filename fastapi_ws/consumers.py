@@ -76,7 +76,7 @@ async def apply_recommendations(
     room, created = await service.lock_room(session, event.user_id)
     items = recommendation_items(event)
     window = timedelta(seconds=settings.chat_dedup_window)
-    if await service.repeats_last_recommendations(session, room, items, window):
+    if service.repeats_last_push(room, service.items_digest(items), window):
         logger.info("recommendations for %s repeat the previous push: not sent", event.user_id)
         return created
     message = await service.append_message(

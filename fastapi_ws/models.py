@@ -36,6 +36,9 @@ class Room(Base):
     email: Mapped[str | None] = mapped_column(String(320))
     full_name: Mapped[str | None] = mapped_column(String(200))
     last_seq: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # Fingerprint and time of the newest recommendations, to drop an identical repeat.
+    last_push_digest: Mapped[str | None] = mapped_column(String(64))
+    last_push_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert
+import orjson
+from sqlalchemy import BigInteger, DateTime, String, Text, Uuid, bindparam, select, text
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fastapi_ws.models import Message, ProcessedEvent, Room
@@ -75,6 +77,48 @@ async def lock_room(
     return room, [welcome]
 
 
+# Takes the room's next sequence number and stores the message with it in one round trip; a
+# recommendations message also records its fingerprint for the repeat check.
+NEXT_MESSAGE = text(
+    """
+    WITH next_seq AS (
+        UPDATE room
+        SET last_seq = last_seq + 1,
+            updated_at = :now,
+            last_push_digest = COALESCE(:digest, last_push_digest),
+            last_push_at = CASE WHEN :digest IS NULL THEN last_push_at ELSE :now END
+        WHERE room_id = :room_id
+        RETURNING last_seq
+    )
+    INSERT INTO message (room_id, seq, kind, author, body, items, event_id, created_at)
+    SELECT :room_id, last_seq, :kind, :author, :body, :items, :event_id, :now FROM next_seq
+    RETURNING seq
+    """
+).bindparams(
+    bindparam("room_id", type_=BigInteger),
+    bindparam("now", type_=DateTime(timezone=True)),
+    bindparam("digest", type_=String),
+    bindparam("kind", type_=String),
+    bindparam("author", type_=String),
+    bindparam("body", type_=Text),
+    bindparam("items", type_=JSONB),
+    bindparam("event_id", type_=Uuid),
+)
+
+
+def items_digest(items: list[dict[str, Any]]) -> str:
+    return hashlib.sha256(orjson.dumps(items, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def repeats_last_push(room: Room, digest: str, window: timedelta) -> bool:
+    """True if the room's newest recommendations, sent within `window`, were these same items."""
+    return (
+        room.last_push_digest == digest
+        and room.last_push_at is not None
+        and room.last_push_at >= datetime.now(UTC) - window
+    )
+
+
 async def append_message(
     session: AsyncSession,
     room: Room,
@@ -85,43 +129,39 @@ async def append_message(
     items: list[dict[str, Any]] | None = None,
     event_id: uuid.UUID | None = None,
 ) -> Message:
-    """Store the next message of a room (the caller holds the room's lock or accepts waiting for it)."""
+    """Store the next message of a room (the caller holds the room's lock or accepts waiting for it).
+
+    One statement takes the next sequence number and inserts the message with it.
+    """
+    now = datetime.now(UTC)
+    items = items or []
+    digest = items_digest(items) if kind == "recommendations" else None
     seq = await session.scalar(
-        update(Room)
-        .where(Room.room_id == room.room_id)
-        .values(last_seq=Room.last_seq + 1, updated_at=func.now())
-        .returning(Room.last_seq)
+        NEXT_MESSAGE,
+        {
+            "room_id": room.room_id,
+            "now": now,
+            "digest": digest,
+            "kind": kind,
+            "author": author,
+            "body": body,
+            "items": items,
+            "event_id": event_id,
+        },
     )
     assert seq is not None
     room.last_seq = seq
-    message = Message(
+    # Not added to the session: the row is written, this is its value for the push.
+    return Message(
         room_id=room.room_id,
         seq=seq,
         kind=kind,
         author=author,
         body=body,
-        items=items or [],
+        items=items,
         event_id=event_id,
-        created_at=datetime.now(UTC),
+        created_at=now,
     )
-    session.add(message)
-    await session.flush()
-    return message
-
-
-async def repeats_last_recommendations(
-    session: AsyncSession, room: Room, items: list[dict[str, Any]], window: timedelta
-) -> bool:
-    """True if the room's newest recommendations, sent within `window`, list the same films."""
-    last = await session.scalar(
-        select(Message)
-        .where(Message.room_id == room.room_id, Message.kind == "recommendations")
-        .order_by(Message.seq.desc())
-        .limit(1)
-    )
-    if last is None or last.created_at < datetime.now(UTC) - window:
-        return False
-    return bool(last.items == items)
 
 
 async def history(

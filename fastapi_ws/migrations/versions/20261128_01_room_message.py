@@ -37,6 +37,8 @@ def upgrade() -> None:
         sa.Column("email", sa.String(length=320), nullable=True),
         sa.Column("full_name", sa.String(length=200), nullable=True),
         sa.Column("last_seq", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("last_push_digest", sa.String(length=64), nullable=True),
+        sa.Column("last_push_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
