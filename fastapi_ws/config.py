@@ -10,6 +10,28 @@ class Settings(ServiceSettings):
     db_name: ClassVar[str] = "ws"
     port: int = 8004
 
+    # Messages sent after auth when the client does not resume.
+    chat_history_limit: int = 50
+    # Seconds a client has to send its auth frame after the handshake.
+    chat_auth_timeout: float = 5.0
+    # Seconds the server waits after auth for an optional resume frame.
+    chat_resume_grace: float = 0.3
+    # The server sends {"type": "ping"} this often (seconds); nginx's read timeout is 75 s.
+    chat_heartbeat_interval: float = 15.0
+    # A client that has sent nothing (not even a pong) for this long is dropped as dead.
+    chat_heartbeat_timeout: float = 45.0
+    # Seconds between re-checks of a connected token against the revocation store.
+    chat_revocation_check_interval: float = 30.0
+    # Frames queued for one socket before the client is cut off as too slow.
+    chat_send_queue: int = 256
+    # Longest chat message accepted (characters).
+    chat_max_text: int = 2000
+    # Unacknowledged events handled at once per process; 1 applies one room's events in the
+    # order they were published (aio-pika runs the callbacks of prefetched messages concurrently).
+    chat_consumer_prefetch: int = 1
+    # A recommendations push identical to the previous one within this many seconds is dropped.
+    chat_dedup_window: float = 600.0
+
 
 @lru_cache
 def get_settings() -> Settings:
