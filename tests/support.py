@@ -110,19 +110,26 @@ class ServiceProcess:
             env=self.env,
         )
         path = "ready" if wait_ready else "health"
+        last = "no answer"
 
         async def up() -> bool:
+            nonlocal last
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise AssertionError(f"{self.app} exited with {self.proc.returncode}")
             try:
                 async with httpx.AsyncClient(timeout=1) as client:
                     response = await client.get(f"{self.url}/{self.prefix}/{path}")
-            except httpx.HTTPError:
+            except httpx.HTTPError as exc:
+                last = repr(exc)
                 return False
+            last = f"{response.status_code} {response.text[:300]}"
             return response.status_code == 200
 
-        await wait_for(up, timeout=ready_timeout, interval=0.2)
+        try:
+            await wait_for(up, timeout=ready_timeout, interval=0.2)
+        except AssertionError as exc:
+            raise AssertionError(f"{self.app} not {path} on :{self.port}: {last}") from exc
 
     def kill(self) -> None:
         """SIGKILL: no graceful shutdown, unacked messages go back to the queue."""

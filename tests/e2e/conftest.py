@@ -168,7 +168,7 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
 
 
 async def _start_all(processes: dict[str, ServiceProcess]) -> None:
-    await asyncio.gather(*(p.start(ready_timeout=60) for p in processes.values()))
+    await asyncio.gather(*(p.start(ready_timeout=120) for p in processes.values()))
 
 
 async def _wait_gateway(gateway: str) -> None:
