@@ -64,7 +64,20 @@ class Movie(Base):
         DateTime(timezone=True), server_default=func.clock_timestamp()
     )
 
-    genres: Mapped[list[Genre]] = relationship(secondary="movie_genre", lazy="raise")
+    genres: Mapped[list[Genre]] = relationship(
+        secondary="movie_genre", lazy="raise", order_by="Genre.name"
+    )
+
+    __table_args__ = (
+        # Catalogue search: title ILIKE '%...%' (pg_trgm); the listing's order and paging.
+        Index(
+            "ix_movie_title_trgm",
+            "title",
+            postgresql_using="gin",
+            postgresql_ops={"title": "gin_trgm_ops"},
+        ),
+        Index("ix_movie_title_movie_id", "title", "movie_id"),
+    )
 
 
 class Genre(Base):
