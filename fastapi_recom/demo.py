@@ -123,9 +123,10 @@ async def load_demo(
                 films,
             )
             return None
-        folder = data_dir or await asyncio.to_thread(movielens.fetch_dataset)
-        items = movielens.read_items(folder)
-        interactions = movielens.read_interactions(folder)
+        if data_dir is None:
+            data_dir = await asyncio.to_thread(movielens.fetch_dataset)
+        items = movielens.read_items(data_dir)
+        interactions = movielens.read_interactions(data_dir)
         # Ratings first: if this stops midway the catalogue is still empty, so the next run
         # loads again (and adds only what is missing).
         recom = await asyncpg.connect(settings.recom_dsn, timeout=5)
