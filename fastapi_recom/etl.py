@@ -115,23 +115,10 @@ ON CONFLICT (movie_id) DO UPDATE SET title = EXCLUDED.title,
 DELETE_MISSING_MOVIES = """
 DELETE FROM movie WHERE movie_id = ANY($1::uuid[]) AND NOT movie_id = ANY($2::uuid[])
 """
-# Links of the reloaded films: drop the ones the source no longer has, add the new ones.
-PRUNE_MOVIE_GENRES = """
-DELETE FROM movie_genre WHERE movie_id = ANY($1::uuid[])
-  AND (movie_id, genre_id) NOT IN (SELECT * FROM unnest($2::uuid[], $3::uuid[]))
-"""
-INSERT_MOVIE_GENRES = """
-INSERT INTO movie_genre (movie_id, genre_id) SELECT * FROM unnest($1::uuid[], $2::uuid[])
-ON CONFLICT DO NOTHING
-"""
-PRUNE_MOVIE_PERSONS = """
-DELETE FROM movie_person WHERE movie_id = ANY($1::uuid[])
-  AND (movie_id, person_id, role) NOT IN (SELECT * FROM unnest($2::uuid[], $3::uuid[], $4::text[]))
-"""
-INSERT_MOVIE_PERSONS = """
-INSERT INTO movie_person (movie_id, person_id, role)
-SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[]) ON CONFLICT DO NOTHING
-"""
+# Links of the reloaded films are replaced (deleted, then COPYed in): far cheaper than
+# per-row ON CONFLICT checks, and a reloaded film has only a handful of links.
+DELETE_MOVIE_GENRES = "DELETE FROM movie_genre WHERE movie_id = ANY($1::uuid[])"
+DELETE_MOVIE_PERSONS = "DELETE FROM movie_person WHERE movie_id = ANY($1::uuid[])"
 SAVE_WATERMARK = """
 INSERT INTO etl_state (source_table, watermark, last_id) VALUES ($1, $2, $3)
 ON CONFLICT (source_table) DO UPDATE SET watermark = EXCLUDED.watermark,
@@ -191,6 +178,8 @@ class _Pass:
     report: PassReport
     # A film reloaded in this pass already reflects every row below the horizon.
     reloaded: set[uuid.UUID] = field(default_factory=set)
+    # Tables read up to the horizon in this pass.
+    drained: set[str] = field(default_factory=set)
     progress: tqdm[Any] | None = None
 
 
@@ -316,7 +305,17 @@ class CatalogueEtl:
                     run.progress = tqdm(total=total, unit="film", desc="catalogue full load")
             try:
                 for table in TABLES:
-                    await self._drain(source, target, table, state.get(table) or ORIGIN, run)
+                    start = state.get(table) or ORIGIN
+                    if (
+                        table in LINK_TABLES
+                        and "film_work" not in state
+                        and start < (horizon, ORIGIN[1])
+                    ):
+                        # Films read from the origin: every film below the horizon was reloaded
+                        # whole in this pass, so the links below it carry nothing new.
+                        await target.execute(SAVE_WATERMARK, table, horizon, ORIGIN[1])
+                        continue
+                    await self._drain(source, target, table, start, run)
             finally:
                 if run.progress is not None:
                     run.progress.close()
@@ -344,7 +343,14 @@ class CatalogueEtl:
             with _source_errors():
                 self._source = await asyncpg.connect(self.source_dsn, timeout=3, command_timeout=60)
         if self._target is None or self._target.is_closed():
-            self._target = await asyncpg.connect(self.target_dsn, timeout=3, command_timeout=60)
+            self._target = await asyncpg.connect(
+                self.target_dsn,
+                timeout=3,
+                command_timeout=60,
+                # A commit the server loses in a crash loses its watermark with it, so the
+                # batch is simply read again: no need to wait for each WAL flush.
+                server_settings={"synchronous_commit": "off"},
+            )
         return self._source, self._target
 
     async def _drain(
@@ -355,24 +361,55 @@ class CatalogueEtl:
         start: tuple[datetime, uuid.UUID],
         run: _Pass,
     ) -> None:
-        """Every batch of `table` below the horizon; the watermark commits with each batch."""
-        watermark, last_id = start
-        while True:
-            with _source_errors():
-                rows = await source.fetch(
-                    EXTRACT[table] + KEYSET, watermark, last_id, run.horizon, self.batch_size
-                )
-            if not rows:
-                return
-            async with target.transaction():
-                films = await self._apply(source, target, table, rows, run.report)
-                await self._reload(source, target, films - run.reloaded, run)
-                watermark, last_id = rows[-1]["modified"], rows[-1]["id"]
-                await target.execute(SAVE_WATERMARK, table, watermark, last_id)
-            run.reloaded |= films
-            run.report.rows_read[table] += len(rows)
-            if len(rows) < self.batch_size:
-                return
+        """Every batch of `table` below the horizon; the watermark commits with each batch.
+
+        Film batches are read one ahead: the source reads the next batch while recom writes
+        this one (the two servers work in parallel).
+        """
+        pending: asyncio.Future[tuple[list[asyncpg.Record], _Films | None]] | None
+        pending = asyncio.ensure_future(self._read_batch(source, table, start, run))
+        try:
+            while pending is not None:
+                rows, films = await pending
+                pending = None
+                if not rows:
+                    break
+                if len(rows) == self.batch_size:
+                    after = (rows[-1]["modified"], rows[-1]["id"])
+                    pending = asyncio.ensure_future(self._read_batch(source, table, after, run))
+                async with target.transaction():
+                    touched = await self._apply(source, target, table, rows, run.report)
+                    if films is not None:
+                        await self._write_films(target, films, run)
+                    else:
+                        await self._reload(source, target, touched - run.reloaded, run)
+                    await target.execute(
+                        SAVE_WATERMARK, table, rows[-1]["modified"], rows[-1]["id"]
+                    )
+                run.reloaded |= touched
+                run.report.rows_read[table] += len(rows)
+        finally:
+            if pending is not None:
+                pending.cancel()
+                with suppress(BaseException):
+                    await pending
+        run.drained.add(table)
+
+    async def _read_batch(
+        self,
+        source: asyncpg.Connection,
+        table: str,
+        after: tuple[datetime, uuid.UUID],
+        run: _Pass,
+    ) -> tuple[list[asyncpg.Record], _Films | None]:
+        """The next batch of `table` and, for films, their whole copy from the source."""
+        with _source_errors():
+            rows = await source.fetch(EXTRACT[table] + KEYSET, *after, run.horizon, self.batch_size)
+        if table != "film_work" or not rows:
+            return rows, None
+        return rows, await self._fetch_films(
+            source, [r["id"] for r in rows if r["id"] not in run.reloaded]
+        )
 
     async def _apply(
         self,
@@ -411,30 +448,65 @@ class CatalogueEtl:
         films: set[uuid.UUID],
         run: _Pass,
     ) -> None:
-        """Copy these films whole (row, genres, persons) from one source snapshot."""
+        """Copy these films whole (row, genres, persons) from the source, in chunks."""
         ids = list(films)
         for offset in range(0, len(ids), self.batch_size):
-            chunk = ids[offset : offset + self.batch_size]
-            with _source_errors():
-                async with source.transaction(isolation="repeatable_read", readonly=True):
-                    found = await source.fetch(SOURCE_FILMS, chunk)
-                    genres = await source.fetch(SOURCE_FILM_GENRES, chunk)
-                    persons = await source.fetch(SOURCE_FILM_PERSONS, chunk)
-            await _write_genres(target, list({r["id"]: r for r in genres}.values()), update=False)
-            await _write_persons(target, list({r["id"]: r for r in persons}.values()), update=False)
-            await target.execute(UPSERT_MOVIES, *_columns(found, MOVIE_COLUMNS))
-            found_ids = [r["id"] for r in found]
-            deleted = _count(await target.execute(DELETE_MISSING_MOVIES, chunk, found_ids))
-            genre_links = _columns(genres, ("film_work_id", "id"))
-            person_links = _columns(persons, ("film_work_id", "id", "role"))
-            await target.execute(PRUNE_MOVIE_GENRES, found_ids, *genre_links)
-            await target.execute(INSERT_MOVIE_GENRES, *genre_links)
-            await target.execute(PRUNE_MOVIE_PERSONS, found_ids, *person_links)
-            await target.execute(INSERT_MOVIE_PERSONS, *person_links)
-            run.report.films_loaded += len(found)
-            run.report.films_deleted += deleted
-            if run.progress is not None:
-                run.progress.update(len(found))
+            await self._write_films(
+                target, await self._fetch_films(source, ids[offset : offset + self.batch_size]), run
+            )
+
+    async def _fetch_films(self, source: asyncpg.Connection, ids: list[uuid.UUID]) -> _Films:
+        with _source_errors():
+            async with source.transaction(isolation="repeatable_read", readonly=True):
+                return _Films(
+                    ids=ids,
+                    rows=await source.fetch(SOURCE_FILMS, ids),
+                    genres=await source.fetch(SOURCE_FILM_GENRES, ids),
+                    persons=await source.fetch(SOURCE_FILM_PERSONS, ids),
+                )
+
+    async def _write_films(self, target: asyncpg.Connection, films: _Films, run: _Pass) -> None:
+        if not films.ids:
+            return
+        # Once this pass has drained the genre (person) table, every genre (person) below the
+        # horizon is in recom already: only newer ones need writing for the links to hold.
+        genres = {r["id"]: r for r in films.genres if _needed(r, "genre", run)}
+        persons = {r["id"]: r for r in films.persons if _needed(r, "person", run)}
+        await _write_genres(target, list(genres.values()), update=False)
+        await _write_persons(target, list(persons.values()), update=False)
+        await target.execute(UPSERT_MOVIES, *_columns(films.rows, MOVIE_COLUMNS))
+        found_ids = [r["id"] for r in films.rows]
+        deleted = _count(await target.execute(DELETE_MISSING_MOVIES, films.ids, found_ids))
+        await target.execute(DELETE_MOVIE_GENRES, films.ids)
+        await target.copy_records_to_table(
+            "movie_genre",
+            columns=("movie_id", "genre_id"),
+            records=[(r["film_work_id"], r["id"]) for r in films.genres],
+        )
+        await target.execute(DELETE_MOVIE_PERSONS, films.ids)
+        await target.copy_records_to_table(
+            "movie_person",
+            columns=("movie_id", "person_id", "role"),
+            records=[(r["film_work_id"], r["id"], r["role"]) for r in films.persons],
+        )
+        run.report.films_loaded += len(found_ids)
+        run.report.films_deleted += deleted
+        if run.progress is not None:
+            run.progress.update(len(found_ids))
+
+
+def _needed(row: asyncpg.Record, table: str, run: _Pass) -> bool:
+    return table not in run.drained or row["modified"] >= run.horizon
+
+
+@dataclass
+class _Films:
+    """Some films as one source snapshot shows them: rows, genre links, person links."""
+
+    ids: list[uuid.UUID]
+    rows: list[asyncpg.Record]
+    genres: list[asyncpg.Record]
+    persons: list[asyncpg.Record]
 
 
 MOVIE_COLUMNS = ("id", "title", "description", "release_year", "rating", "type", "modified")
