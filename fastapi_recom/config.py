@@ -22,7 +22,7 @@ class Settings(ServiceSettings):
     etl_enabled: bool | None = None
     # Seconds between passes; a change shows in the catalogue within about this plus one second.
     etl_interval: float = 2.0
-    etl_batch_size: int = 5000
+    etl_batch_size: int = 10_000
     # Upper bound of the retry delay while the content database is unreachable (seconds).
     etl_max_backoff: float = 60.0
     # /recom/ready reports the ETL as lagging when it is this many seconds behind.

@@ -64,7 +64,9 @@ KEYSET = " WHERE (modified, id) > ($1, $2) AND modified < $3 ORDER BY modified, 
 EXTRACT = {
     "genre": "SELECT id, modified, name, description FROM content.genre",
     "person": "SELECT id, modified, full_name FROM content.person",
-    "film_work": "SELECT id, modified FROM content.film_work",
+    "film_work": (
+        "SELECT id, modified, title, description, release_year, rating, type FROM content.film_work"
+    ),
     "genre_film_work": "SELECT id, modified, film_work_id FROM content.genre_film_work",
     "person_film_work": "SELECT id, modified, film_work_id FROM content.person_film_work",
     "deleted_row": (
@@ -82,9 +84,11 @@ FROM content.genre_film_work AS gfw JOIN content.genre AS g ON g.id = gfw.genre_
 WHERE gfw.film_work_id = ANY($1::uuid[])
 """
 SOURCE_FILM_PERSONS = """
-SELECT pfw.film_work_id, pfw.role, p.id, p.full_name, p.modified
-FROM content.person_film_work AS pfw JOIN content.person AS p ON p.id = pfw.person_id
-WHERE pfw.film_work_id = ANY($1::uuid[])
+SELECT film_work_id, person_id, role FROM content.person_film_work
+WHERE film_work_id = ANY($1::uuid[])
+"""
+SOURCE_PERSONS = """
+SELECT id, full_name, modified FROM content.person WHERE id = ANY($1::uuid[]) AND modified >= $2
 """
 
 # Genres and persons: the table's own pass writes names (DO UPDATE); a film reload only makes
@@ -112,9 +116,7 @@ ON CONFLICT (movie_id) DO UPDATE SET title = EXCLUDED.title,
     rating = EXCLUDED.rating, type = EXCLUDED.type,
     source_modified_at = EXCLUDED.source_modified_at, updated_at = clock_timestamp()
 """
-DELETE_MISSING_MOVIES = """
-DELETE FROM movie WHERE movie_id = ANY($1::uuid[]) AND NOT movie_id = ANY($2::uuid[])
-"""
+DELETE_MOVIES = "DELETE FROM movie WHERE movie_id = ANY($1::uuid[])"
 # Links of the reloaded films are replaced (deleted, then COPYed in): far cheaper than
 # per-row ON CONFLICT checks, and a reloaded film has only a handful of links.
 DELETE_MOVIE_GENRES = "DELETE FROM movie_genre WHERE movie_id = ANY($1::uuid[])"
@@ -191,7 +193,7 @@ class CatalogueEtl:
         source_dsn: str,
         target_dsn: str,
         *,
-        batch_size: int = 5000,
+        batch_size: int = 10_000,
         interval: float = 2.0,
         max_backoff: float = 60.0,
         lag_alert: float = 60.0,
@@ -407,9 +409,8 @@ class CatalogueEtl:
             rows = await source.fetch(EXTRACT[table] + KEYSET, *after, run.horizon, self.batch_size)
         if table != "film_work" or not rows:
             return rows, None
-        return rows, await self._fetch_films(
-            source, [r["id"] for r in rows if r["id"] not in run.reloaded]
-        )
+        fresh = [r for r in rows if r["id"] not in run.reloaded]
+        return rows, await self._fetch_films(source, [r["id"] for r in fresh], run, fresh)
 
     async def _apply(
         self,
@@ -452,51 +453,77 @@ class CatalogueEtl:
         ids = list(films)
         for offset in range(0, len(ids), self.batch_size):
             await self._write_films(
-                target, await self._fetch_films(source, ids[offset : offset + self.batch_size]), run
+                target,
+                await self._fetch_films(source, ids[offset : offset + self.batch_size], run),
+                run,
             )
 
-    async def _fetch_films(self, source: asyncpg.Connection, ids: list[uuid.UUID]) -> _Films:
+    async def _fetch_films(
+        self,
+        source: asyncpg.Connection,
+        ids: list[uuid.UUID],
+        run: _Pass,
+        rows: list[asyncpg.Record] | None = None,
+    ) -> _Films:
+        """Films with their links, and the genres and persons recom may lack for them.
+
+        `rows` (film rows the batch read already) come from an earlier snapshot than the
+        links; both were taken after the horizon was fixed, so whatever differs between them
+        committed after it, carries a `modified` at or above it, and is read again next pass.
+        """
+        # Once this pass has drained the genre (person) table, every genre (person) below the
+        # horizon is in recom already: only newer ones need writing for the links to hold.
+        floor = {
+            table: run.horizon if table in run.drained else ORIGIN[0]
+            for table in ("genre", "person")
+        }
         with _source_errors():
             async with source.transaction(isolation="repeatable_read", readonly=True):
-                return _Films(
-                    ids=ids,
-                    rows=await source.fetch(SOURCE_FILMS, ids),
-                    genres=await source.fetch(SOURCE_FILM_GENRES, ids),
-                    persons=await source.fetch(SOURCE_FILM_PERSONS, ids),
+                if rows is None:
+                    rows = await source.fetch(SOURCE_FILMS, ids)
+                genres = await source.fetch(SOURCE_FILM_GENRES, ids)
+                person_links = await source.fetch(SOURCE_FILM_PERSONS, ids)
+                persons = await source.fetch(
+                    SOURCE_PERSONS,
+                    list({r["person_id"] for r in person_links}),
+                    floor["person"],
                 )
+        return _Films(
+            ids=ids,
+            rows=rows,
+            genre_links=genres,
+            genres=[
+                r for r in {r["id"]: r for r in genres}.values() if r["modified"] >= floor["genre"]
+            ],
+            person_links=person_links,
+            persons=persons,
+        )
 
     async def _write_films(self, target: asyncpg.Connection, films: _Films, run: _Pass) -> None:
         if not films.ids:
             return
-        # Once this pass has drained the genre (person) table, every genre (person) below the
-        # horizon is in recom already: only newer ones need writing for the links to hold.
-        genres = {r["id"]: r for r in films.genres if _needed(r, "genre", run)}
-        persons = {r["id"]: r for r in films.persons if _needed(r, "person", run)}
-        await _write_genres(target, list(genres.values()), update=False)
-        await _write_persons(target, list(persons.values()), update=False)
+        await _write_genres(target, films.genres, update=False)
+        await _write_persons(target, films.persons, update=False)
         await target.execute(UPSERT_MOVIES, *_columns(films.rows, MOVIE_COLUMNS))
         found_ids = [r["id"] for r in films.rows]
-        deleted = _count(await target.execute(DELETE_MISSING_MOVIES, films.ids, found_ids))
+        missing = list(set(films.ids).difference(found_ids))
+        deleted = _count(await target.execute(DELETE_MOVIES, missing)) if missing else 0
         await target.execute(DELETE_MOVIE_GENRES, films.ids)
         await target.copy_records_to_table(
             "movie_genre",
             columns=("movie_id", "genre_id"),
-            records=[(r["film_work_id"], r["id"]) for r in films.genres],
+            records=[(r["film_work_id"], r["id"]) for r in films.genre_links],
         )
         await target.execute(DELETE_MOVIE_PERSONS, films.ids)
         await target.copy_records_to_table(
             "movie_person",
             columns=("movie_id", "person_id", "role"),
-            records=[(r["film_work_id"], r["id"], r["role"]) for r in films.persons],
+            records=[(r["film_work_id"], r["person_id"], r["role"]) for r in films.person_links],
         )
         run.report.films_loaded += len(found_ids)
         run.report.films_deleted += deleted
         if run.progress is not None:
             run.progress.update(len(found_ids))
-
-
-def _needed(row: asyncpg.Record, table: str, run: _Pass) -> bool:
-    return table not in run.drained or row["modified"] >= run.horizon
 
 
 @dataclass
@@ -505,7 +532,9 @@ class _Films:
 
     ids: list[uuid.UUID]
     rows: list[asyncpg.Record]
+    genre_links: list[asyncpg.Record]
     genres: list[asyncpg.Record]
+    person_links: list[asyncpg.Record]
     persons: list[asyncpg.Record]
 
 
@@ -555,6 +584,7 @@ async def _delete_gone(
     gone = list(set(ids) - {r["id"] for r in alive})
     key = f"{name}_id"
     films = await _films_linked(target, f"movie_{name}", key, gone)
+    await target.execute(f"DELETE FROM movie_{name} WHERE {key} = ANY($1::uuid[])", gone)
     status = await target.execute(f"DELETE FROM {name} WHERE {key} = ANY($1::uuid[])", gone)
     return films, _count(status)
 
