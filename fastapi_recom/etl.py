@@ -252,7 +252,7 @@ class CatalogueEtl:
             await asyncio.sleep(self.interval)
 
     def health(self) -> str:
-        """ "ok", or a `Degraded` description: reported by /recom/ready without failing it."""
+        """Either "ok" or a `Degraded` description, which /recom/ready shows without failing."""
         now = time.monotonic()
         if self._problem is not None:
             wait = max(0.0, self._retry_at - now)
@@ -366,7 +366,8 @@ class CatalogueEtl:
         """Every batch of `table` below the horizon; the watermark commits with each batch.
 
         Film batches are read one ahead: the source reads the next batch while recom writes
-        this one (the two servers work in parallel).
+        this one (the two servers work in parallel). Other tables' writes use the source
+        connection themselves, so they read in turn.
         """
         pending: asyncio.Future[tuple[list[asyncpg.Record], _Films | None]] | None
         pending = asyncio.ensure_future(self._read_batch(source, table, start, run))
@@ -376,8 +377,10 @@ class CatalogueEtl:
                 pending = None
                 if not rows:
                     break
+                after = None
                 if len(rows) == self.batch_size:
                     after = (rows[-1]["modified"], rows[-1]["id"])
+                if after is not None and table == "film_work":
                     pending = asyncio.ensure_future(self._read_batch(source, table, after, run))
                 async with target.transaction():
                     touched = await self._apply(source, target, table, rows, run.report)
@@ -390,6 +393,8 @@ class CatalogueEtl:
                     )
                 run.reloaded |= touched
                 run.report.rows_read[table] += len(rows)
+                if after is not None and pending is None:
+                    pending = asyncio.ensure_future(self._read_batch(source, table, after, run))
         finally:
             if pending is not None:
                 pending.cancel()
