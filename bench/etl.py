@@ -30,7 +30,11 @@ PERSONS_PER_FILM = 5  # a director, a writer, three actors
 
 def machine() -> str:
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} cores, {memory:.0f} GB RAM, {platform.platform()}"
+    load = os.getloadavg()[0]
+    return (
+        f"{os.cpu_count()} cores, {memory:.0f} GB RAM, {platform.platform()}, "
+        f"load average {load:.1f} (other work on the machine slows every figure)"
+    )
 
 
 async def generate(content: asyncpg.Connection, films: int) -> tuple[list[uuid.UUID], int]:
@@ -153,7 +157,7 @@ async def run(args: argparse.Namespace, env: dict[str, str]) -> None:
     print(
         f"full load: {report.films_loaded:,} films in {full:.2f} s = "
         f"{report.films_loaded / full:,.0f} films/s (target >= 10,000); rows read "
-        f"{sum(report.rows_read.values()):,}"
+        f"{sum(report.rows_read.values()):,}; load average now {os.getloadavg()[0]:.1f}"
     )
 
     rng = random.Random(1)

@@ -33,7 +33,7 @@ LINK_TABLES = ("genre_film_work", "person_film_work")
 ORIGIN = (datetime(1, 1, 1, tzinfo=UTC), uuid.UUID(int=0))
 
 # Seconds a new transaction may take to show in pg_stat_activity after its start time (see
-# `_horizon`); generous, as it only delays changes by this much.
+# HORIZON below); generous, as it only delays changes by this much.
 REPORTING_MARGIN = 1.0
 
 # Only one recom replica runs the ETL at a time (a session-level advisory lock in recom's DB).

@@ -33,6 +33,10 @@ async def session() -> AsyncIterator[AsyncSession]:
     async with make_sessionmaker(engine)() as session:
         yield session
         created = session.info.get("created", [])
+        movies = [row.movie_id for row in created if isinstance(row, Movie)]
+        # The link tables have no foreign keys (the ETL keeps them whole): no cascade.
+        await session.execute(delete(MovieGenre).where(MovieGenre.movie_id.in_(movies)))
+        await session.execute(delete(MoviePerson).where(MoviePerson.movie_id.in_(movies)))
         for model, key in ((Movie, "movie_id"), (Genre, "genre_id"), (Person, "person_id")):
             ids = [getattr(row, key) for row in created if isinstance(row, model)]
             await session.execute(delete(model).where(getattr(model, key).in_(ids)))
