@@ -89,7 +89,8 @@ async def generate(content: asyncpg.Connection, films: int) -> tuple[list[uuid.U
         columns=["id", "film_work_id", "person_id", "role"],
         records=person_links,
     )
-    await content.execute("ANALYZE")
+    # As autovacuum would leave it: statistics and a visibility map for index-only scans.
+    await content.execute("VACUUM ANALYZE")
     return film_ids, len(person_links)
 
 
