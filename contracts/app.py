@@ -20,6 +20,11 @@ logger = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[Request], Awaitable[object]]
 
+
+class Degraded(str):
+    """A check result shown in /ready that leaves the service ready (a background job behind)."""
+
+
 # Readiness answers within this time even when a dependency hangs.
 CHECK_TIMEOUT = 1.5
 
@@ -88,7 +93,7 @@ def probes_router(prefix: str, checks: Mapping[str, ReadinessCheck]) -> APIRoute
     async def ready(request: Request) -> JSONResponse:
         results = await asyncio.gather(*(_run_check(check, request) for check in checks.values()))
         report = dict(zip(checks, results, strict=True))
-        ok = all(value == "ok" for value in report.values())
+        ok = all(value == "ok" or isinstance(value, Degraded) for value in report.values())
         return JSONResponse(
             {"status": "ok" if ok else "unavailable", "checks": report},
             status_code=200 if ok else 503,
@@ -108,6 +113,8 @@ async def _run_check(check: ReadinessCheck, request: Request) -> str:
     except Exception as exc:
         logger.warning("readiness check failed: %r", exc)
         return f"unavailable: {type(exc).__name__}"
+    if isinstance(result, Degraded):
+        return result
     return "ok" if result is None or result is True else str(result)
 
 

@@ -3,12 +3,50 @@
 from functools import lru_cache
 from typing import ClassVar
 
+from pydantic import SecretStr
+from sqlalchemy.engine import make_url
+
 from contracts.settings import ServiceSettings
+
+# The cinema's content database the ETL reads (created by scripts/bootstrap.py for a local run).
+CONTENT_DB = "content"
 
 
 class Settings(ServiceSettings):
     db_name: ClassVar[str] = "recom"
     port: int = 8003
+
+    # Overrides the content database on the POSTGRES_* server (`content` + POSTGRES_DB_SUFFIX).
+    content_database_url: SecretStr | None = None
+    # None: on, except in the test environment, where tests start the ETL themselves.
+    etl_enabled: bool | None = None
+    # Seconds between passes; a change shows in the catalogue within about this plus one second.
+    etl_interval: float = 2.0
+    etl_batch_size: int = 10_000
+    # Upper bound of the retry delay while the content database is unreachable (seconds).
+    etl_max_backoff: float = 60.0
+    # /recom/ready reports the ETL as lagging when it is this many seconds behind.
+    etl_lag_alert: float = 60.0
+
+    @property
+    def etl_runs(self) -> bool:
+        return self.etl_enabled if self.etl_enabled is not None else self.environment != "test"
+
+    @property
+    def content_dsn(self) -> str:
+        """libpq-style URL (asyncpg) of the content database."""
+        if self.content_database_url is not None:
+            return self.content_database_url.get_secret_value()
+        url = make_url(self.database_url).set(
+            drivername="postgresql", database=CONTENT_DB + self.postgres_db_suffix
+        )
+        return url.render_as_string(hide_password=False)
+
+    @property
+    def recom_dsn(self) -> str:
+        """libpq-style URL (asyncpg) of recom's own database, for the ETL and the demo loader."""
+        url = make_url(self.database_url).set(drivername="postgresql")
+        return url.render_as_string(hide_password=False)
 
 
 @lru_cache

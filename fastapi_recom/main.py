@@ -7,6 +7,7 @@ from fastapi import FastAPI
 
 from contracts.app import configure_logging, create_app
 from contracts.resources import open_resources, standard_checks
+from fastapi_recom import catalogue, etl
 from fastapi_recom.config import get_settings
 
 PREFIX = "recom"
@@ -16,7 +17,7 @@ PREFIX = "recom"
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     configure_logging(settings.log_level)
-    async with open_resources(app, settings, database=True):
+    async with open_resources(app, settings, database=True), etl.run_in_background(app, settings):
         yield
 
 
@@ -25,5 +26,6 @@ app = create_app(
     prefix=PREFIX,
     description="Ratings store, film catalogue with its ETL, and user-user collaborative filtering.",
     lifespan=lifespan,
-    checks=standard_checks(database=True),
+    checks={**standard_checks(database=True), "etl": etl.readiness},
 )
+app.include_router(catalogue.router)

@@ -227,6 +227,18 @@ def ensure_vhost(env: dict[str, str]) -> None:
     )
 
 
+def load_demo(env: dict[str, str]) -> None:
+    """MovieLens-100K into the content database and recom, when the catalogue is empty."""
+    result = subprocess.run(
+        [sys.executable, "-m", "fastapi_recom.demo"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        check=False,
+    )
+    if result.returncode != 0:
+        say("demo data not loaded (see above); the suite starts with what the databases hold")
+
+
 # ---------------------------------------------------------------- gateway and mail
 
 
@@ -370,6 +382,7 @@ def main() -> None:
         migrate(env)
         return
     prepare(env)
+    load_demo(env)
     ensure_nginx()
     render_nginx(env)
     write_procfile_env(env)
