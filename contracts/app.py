@@ -141,4 +141,32 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, service=prefix)
     app.include_router(probes_router(prefix, checks or {}))
+    _document_error_shape(app)
     return app
+
+
+def _document_error_shape(app: FastAPI) -> None:
+    """Make the spec's 422 schema the shape `install_error_handlers` renders."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            components = schema.get("components", {}).get("schemas", {})
+            if "HTTPValidationError" in components:
+                components["HTTPValidationError"] = {
+                    "title": "HTTPValidationError",
+                    "type": "object",
+                    "required": ["detail", "errors"],
+                    "properties": {
+                        "detail": {"type": "string", "enum": ["VALIDATION_ERROR"]},
+                        "errors": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/ValidationError"},
+                        },
+                    },
+                }
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
