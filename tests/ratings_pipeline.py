@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
@@ -101,6 +102,15 @@ async def declare_ratings_topology() -> None:
 
 
 @asynccontextmanager
+async def empty_ratings_queues() -> AsyncIterator[Rabbit]:
+    """The ratings queue and its dead-letter queue declared and emptied; a connection to both."""
+    await declare_ratings_topology()
+    async with open_rabbit() as rabbit:
+        await rabbit.purge(RATINGS_QUEUE, DEAD_QUEUE)
+        yield rabbit
+
+
+@asynccontextmanager
 async def open_rabbit() -> AsyncIterator[Rabbit]:
     connection = await aio_pika.connect(RABBITMQ_URL, timeout=10)
     try:
@@ -152,3 +162,8 @@ def url_through(url: str, proxy_port: int) -> str:
     credentials = parts.netloc.rpartition("@")[0]
     netloc = f"{credentials}@127.0.0.1:{proxy_port}" if credentials else f"127.0.0.1:{proxy_port}"
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def deaths(message: AbstractIncomingMessage) -> list[dict[str, Any]]:
+    """The broker's `x-death` records of a dead-lettered message."""
+    return cast(list[dict[str, Any]], message.headers["x-death"])

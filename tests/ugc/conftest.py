@@ -6,18 +6,15 @@ import pytest
 from asgi_lifespan import LifespanManager
 from httpx import ASGITransport, AsyncClient
 
-from fastapi_recom.consumers import RATINGS_QUEUE
 from fastapi_ugc.config import get_settings
 from fastapi_ugc.main import app
-from tests.ratings_pipeline import DEAD_QUEUE, Rabbit, declare_ratings_topology, open_rabbit
+from tests.ratings_pipeline import Rabbit, empty_ratings_queues
 from tests.support import wait_for
 
 
 @pytest.fixture
 async def rabbit() -> AsyncIterator[Rabbit]:
-    await declare_ratings_topology()
-    async with open_rabbit() as rabbit:
-        await rabbit.purge(RATINGS_QUEUE, DEAD_QUEUE)
+    async with empty_ratings_queues() as rabbit:
         yield rabbit
 
 
