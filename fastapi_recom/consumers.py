@@ -36,6 +36,9 @@ RATING_EVENTS: dict[str, type[RatingSubmitted] | type[RatingDeleted]] = {
     RatingDeleted.routing_key: RatingDeleted,
 }
 
+# Seconds the set-up (declarations, channel, consume) may take before it is retried.
+START_TIMEOUT = 15.0
+
 # Waits between attempts to write a batch while the database is unreachable.
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
 
@@ -129,19 +132,12 @@ class RatingsConsumer:
             return
         self._sessionmaker = sessionmaker
         limit = {} if self._delivery_limit is None else {"delivery_limit": self._delivery_limit}
-        await declare_topology(broker, self.queue_name, tuple(RATING_EVENTS), **limit)
         try:
-            if self._connection is None:
-                self._connection = await aio_pika.connect_robust(
-                    self._url, timeout=5, reconnect_interval=1.0
-                )
-            self._channel = await self._connection.channel()
-            await self._channel.set_qos(prefetch_count=self._prefetch)
-            self._queue = await self._channel.get_queue(self.queue_name)
-            self._stopping = False
-            if self._writer is None:
-                self._writer = asyncio.create_task(self._write_loop(), name="ratings-writer")
-            self._consumer_tag = await self._queue.consume(self._receive)
+            # A broker that never answers an RPC must not leave recom unready for good: the
+            # set-up fails instead, and start_broker tries it again.
+            async with asyncio.timeout(START_TIMEOUT):
+                await declare_topology(broker, self.queue_name, tuple(RATING_EVENTS), **limit)
+                await self._consume()
         except BaseException:
             await self._close_connection()
             raise
@@ -152,6 +148,19 @@ class RatingsConsumer:
             self._batch_size,
             self._window,
         )
+
+    async def _consume(self) -> None:
+        if self._connection is None:
+            self._connection = await aio_pika.connect_robust(
+                self._url, timeout=5, reconnect_interval=1.0
+            )
+        self._channel = await self._connection.channel()
+        await self._channel.set_qos(prefetch_count=self._prefetch)
+        self._queue = await self._channel.get_queue(self.queue_name)
+        self._stopping = False
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_loop(), name="ratings-writer")
+        self._consumer_tag = await self._queue.consume(self._receive)
 
     async def stop(self, *, timeout: float = 5.0) -> None:
         """Stop taking deliveries, write what is already held, then close the connection."""

@@ -208,7 +208,7 @@ async def test_kill_9_of_consumer_twice_loses_and_duplicates_nothing(rabbit: Rab
     ]
     expected = {(e.user_id, e.movie_id): state_of(e) for e in events}
     recom = ServiceProcess("fastapi_recom.main:app", "recom")
-    await recom.start()
+    await recom.start(ready_timeout=90)
     try:
         publishing = asyncio.create_task(rabbit.publish_events(events, concurrency=500))
         for threshold in (2_500, 6_000):
@@ -218,7 +218,8 @@ async def test_kill_9_of_consumer_twice_loses_and_duplicates_nothing(rabbit: Rab
 
             await wait_for(reached, timeout=60, interval=0.25)
             recom.kill()
-            await recom.start()
+            # Generous: on a loaded 2-core machine the imports alone take seconds.
+            await recom.start(ready_timeout=90)
         await publishing
 
         async def all_stored() -> bool:
