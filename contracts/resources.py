@@ -72,11 +72,13 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def get_redis(request: Request) -> Redis:
+# Dependencies are `async def` although they do not await: FastAPI runs a plain `def`
+# dependency in a worker thread, two thread hops per request on the hot path.
+async def get_redis(request: Request) -> Redis:
     return request.app.state.redis
 
 
-def get_broker(request: Request) -> RabbitBroker:
+async def get_broker(request: Request) -> RabbitBroker:
     return request.app.state.broker
 
 

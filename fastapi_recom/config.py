@@ -48,6 +48,12 @@ class Settings(ServiceSettings):
         url = make_url(self.database_url).set(drivername="postgresql")
         return url.render_as_string(hide_password=False)
 
+    # The ratings consumer: unacknowledged deliveries held at once, and how many (or how
+    # many seconds' worth) go into one upsert.
+    ratings_prefetch: int = 1000
+    ratings_batch_size: int = 500
+    ratings_batch_window: float = 0.05
+
 
 @lru_cache
 def get_settings() -> Settings:

@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from contracts.app import configure_logging, create_app
 from contracts.resources import open_resources, standard_checks
 from fastapi_ugc.config import get_settings
+from fastapi_ugc.router import router
 
 PREFIX = "ugc"
 
@@ -27,3 +28,4 @@ app = create_app(
     lifespan=lifespan,
     checks=standard_checks(database=False),
 )
+app.include_router(router)
