@@ -46,7 +46,7 @@ class PasswordReason(StrEnum):
     TOO_SHORT = "PASSWORD_TOO_SHORT"
     TOO_LONG = "PASSWORD_TOO_LONG"
     TOO_COMMON = "PASSWORD_TOO_COMMON"
-    CONTAINS_EMAIL = "PASSWORD_CONTAINS_EMAIL"
+    MATCHES_EMAIL = "PASSWORD_MATCHES_EMAIL"
 
 
 def normalize_password(password: str) -> str:
@@ -66,11 +66,12 @@ def password_problem(password: str, email: str | None = None) -> PasswordReason 
         return PasswordReason.TOO_SHORT
     if len(normalized) > MAX_PASSWORD_LENGTH:
         return PasswordReason.TOO_LONG
-    folded = normalized.casefold()
-    if folded in common_passwords():
+    # The list is lower-cased: "Password123" is as common as "password123".
+    lowered = normalized.lower()
+    if lowered in common_passwords():
         return PasswordReason.TOO_COMMON
-    if email and (folded == email.casefold() or folded == email.partition("@")[0].casefold()):
-        return PasswordReason.CONTAINS_EMAIL
+    if email and lowered in {email.lower(), email.partition("@")[0].lower()}:
+        return PasswordReason.MATCHES_EMAIL
     return None
 
 

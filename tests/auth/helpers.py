@@ -17,12 +17,15 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 from redis.asyncio import Redis
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts.app import create_app
 from contracts.broker import EVENTS_EXCHANGE
 from contracts.tokens import CurrentUser, SuperUser, TokenVerifier
 from fastapi_auth.config import get_settings
 from fastapi_auth.main import app as auth_app
+from fastapi_auth.models import OutboxEvent
 from tests.support import bearer, wait_for
 
 PASSWORD = "sunlit-otter-harbour-42"
@@ -119,6 +122,22 @@ class EventTap:
         """The code of the short link sent to this user on sign-up."""
         registered = await self.wait_for("auth.user.registered", user_id=user_id)
         return code_of(registered["confirm_url"])
+
+
+async def outbox_count(
+    sessions: async_sessionmaker[AsyncSession], routing_key: str, **payload: str
+) -> int:
+    """Rows written to the outbox for this event whose payload has these values."""
+    query = (
+        select(func.count())
+        .select_from(OutboxEvent)
+        .where(
+            OutboxEvent.routing_key == routing_key,
+            *(OutboxEvent.payload[k].astext == v for k, v in payload.items()),
+        )
+    )
+    async with sessions() as session:
+        return int(await session.scalar(query) or 0)
 
 
 def protected_app(public_key_pem: str, redis: Redis) -> FastAPI:

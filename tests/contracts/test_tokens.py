@@ -185,7 +185,8 @@ async def test_tokens_issued_before_cutoff_are_refused(service: AsyncClient, red
 
 
 async def test_revocation_store_down_answers_503(settings: Settings) -> None:
-    unreachable = Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=1)
+    # Built as contracts.resources builds it (from a URL), pointing at a closed port.
+    unreachable = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=2)
     async with client_of(protected_app(settings.public_key_pem, unreachable)) as service:
         response = await service.get("/protected/whoami", headers=bearer(make_token()))
     await unreachable.aclose()
