@@ -5,7 +5,7 @@ broker vhost (like the tests; its two tables are emptied first), reserves one di
 viewer, then plays recom: publishes one `RecommendationsGenerated(trigger="digest")` per
 viewer and times each from just before its publish to the sink's 250.
 
-    .venv/bin/python -m bench.mail [--viewers 10000] [--connections 4]
+    .venv/bin/python -m bench.mail [--viewers 10000] [--connections 4] [--rate 0]
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ async def prepare(viewers: int) -> list[tuple[uuid.UUID, str]]:
     return users
 
 
-async def run(viewers: int, connections: int, publishers: int) -> None:
+async def run(viewers: int, connections: int, publishers: int, rate: float) -> None:
     print(f"machine: {machine()}")
     print("load average at the start (1, 5, 15 min): {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
     print(f"database: {get_settings().database_url.rsplit('/', 1)[1]}")
@@ -112,6 +112,11 @@ async def run(viewers: int, connections: int, publishers: int) -> None:
     async def publisher() -> None:
         while not queue.empty():
             user_id, email = queue.get_nowait()
+            if rate:
+                # Paced: the n-th event leaves at started + n / rate, whatever the publisher.
+                await asyncio.sleep(
+                    max(0.0, started + (viewers - queue.qsize()) / rate - time.perf_counter())
+                )
             event = RecommendationsGenerated(
                 user_id=user_id, items=ITEMS, strategy="user-user-cosine", trigger="digest"
             )
@@ -169,8 +174,11 @@ def main() -> None:
     parser.add_argument("--viewers", type=int, default=10_000)
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--publishers", type=int, default=16)
+    parser.add_argument(
+        "--rate", type=float, default=0, help="events per second; 0 publishes as fast as it can"
+    )
     args = parser.parse_args()
-    asyncio.run(run(args.viewers, args.connections, args.publishers))
+    asyncio.run(run(args.viewers, args.connections, args.publishers, args.rate))
 
 
 if __name__ == "__main__":

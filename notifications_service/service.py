@@ -315,7 +315,7 @@ async def fill_digest(
     digest.body_text = composed.text
     digest.body_html = composed.html
     digest.unsubscribe_url = link
-    digest.next_attempt_at = utcnow()
+    digest.next_attempt_at = func.now()  # the database clock, as claim_due compares with it
     await session.commit()
     return True
 

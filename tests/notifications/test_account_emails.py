@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import aio_pika
 import pytest
@@ -136,28 +138,45 @@ async def test_malformed_event_goes_to_dead_letter_queue(service: Service) -> No
 async def test_email_retried_through_smtp_outage_then_delivered(
     start_service: StartService, broker: RabbitBroker, smtp_sink: SmtpSink
 ) -> None:
-    proxy = TcpProxy("127.0.0.1", smtp_sink.port)
+    event = registration()
+    async with _outage(start_service, broker, event, "127.0.0.1", smtp_sink.port, "SMTP_PORT") as (
+        service,
+        proxy,
+    ):
+
+        async def retried() -> bool:
+            rows = await deliveries(service.sessionmaker, event.user_id)
+            return bool(rows) and rows[0].attempts >= 3
+
+        await wait_for(retried)
+        [row] = await deliveries(service.sessionmaker, event.user_id)
+        assert row.status == DeliveryStatus.PENDING
+        assert "Connect" in (row.last_error or "") or "refused" in (row.last_error or "")
+        assert smtp_sink.to(event.email) == []
+
+        await proxy.restore()
+        await wait_for(lambda: _arrived(smtp_sink, event.email))
+        await wait_for(lambda: _status(service, event.user_id, DeliveryStatus.SENT))
+        assert len(smtp_sink.to(event.email)) == 1
+
+
+@asynccontextmanager
+async def _outage(
+    start_service: StartService,
+    broker: RabbitBroker,
+    event: UserRegistered,
+    host: str,
+    port: int,
+    setting: str,
+) -> AsyncIterator[tuple[Service, TcpProxy]]:
+    """The service reaching `host:port` through a proxy, cut before `event` is published."""
+    proxy = TcpProxy(host, port)
     await proxy.start()
     try:
-        async with start_service(SMTP_PORT=str(proxy.port)) as service:
+        async with start_service(**{setting: str(proxy.port)}) as service:
             await proxy.cut()
-            event = registration()
             await publish(broker, event)
-
-            async def retried() -> bool:
-                rows = await deliveries(service.sessionmaker, event.user_id)
-                return bool(rows) and rows[0].attempts >= 3
-
-            await wait_for(retried)
-            [row] = await deliveries(service.sessionmaker, event.user_id)
-            assert row.status == DeliveryStatus.PENDING
-            assert "Connect" in (row.last_error or "") or "refused" in (row.last_error or "")
-            assert smtp_sink.to(event.email) == []
-
-            await proxy.restore()
-            await wait_for(lambda: _arrived(smtp_sink, event.email))
-            await wait_for(lambda: _status(service, event.user_id, DeliveryStatus.SENT))
-            assert len(smtp_sink.to(event.email)) == 1
+            yield service, proxy
     finally:
         await proxy.close()
 
@@ -210,25 +229,25 @@ async def test_event_held_through_database_outage_then_mailed(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     settings = get_settings()
-    proxy = TcpProxy(settings.postgres_host, settings.postgres_port)
-    await proxy.start()
-    try:
-        async with start_service(POSTGRES_PORT=str(proxy.port)) as service:
-            await proxy.cut()
-            event = registration()
-            await publish(broker, event)
+    event = registration()
+    async with _outage(
+        start_service,
+        broker,
+        event,
+        settings.postgres_host,
+        settings.postgres_port,
+        "POSTGRES_PORT",
+    ) as (service, proxy):
 
-            async def waiting_out_outage() -> bool:
-                return any("database unavailable" in r.getMessage() for r in caplog.records)
+        async def waiting_out_outage() -> bool:
+            return any("database unavailable" in r.getMessage() for r in caplog.records)
 
-            await wait_for(waiting_out_outage)
-            await proxy.restore()
-            await wait_for(lambda: _arrived(smtp_sink, event.email), timeout=20)
-            assert len(smtp_sink.to(event.email)) == 1
-            response = await service.client.get("/notifications/ready")
-            assert response.status_code == 200
-    finally:
-        await proxy.close()
+        await wait_for(waiting_out_outage)
+        await proxy.restore()
+        await wait_for(lambda: _arrived(smtp_sink, event.email), timeout=20)
+        assert len(smtp_sink.to(event.email)) == 1
+        response = await service.client.get("/notifications/ready")
+        assert response.status_code == 200
     assert await _dead_letters() == 0
 
 
