@@ -61,9 +61,7 @@ def recommendation_text(items: list[RecommendedItem], trigger: str) -> str:
     return f"{what}: {len(items)} film{'s' if len(items) != 1 else ''}."
 
 
-async def apply_user_verified(
-    session: AsyncSession, event: UserVerified, settings: Settings
-) -> list[Message]:
+async def apply_user_verified(session: AsyncSession, event: UserVerified) -> list[Message]:
     _, created = await service.lock_room(
         session, event.user_id, email=str(event.email), full_name=event.full_name or None
     )
@@ -117,7 +115,7 @@ async def handle_event(
             logger.info("event %s already applied", event.event_id)
             return
         if isinstance(event, UserVerified):
-            stored = await apply_user_verified(session, event, settings)
+            stored = await apply_user_verified(session, event)
         else:
             assert isinstance(event, RecommendationsGenerated)
             stored = await apply_recommendations(session, event, settings)

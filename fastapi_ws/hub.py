@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Coroutine
 from typing import Any
 
 import orjson
@@ -174,7 +175,7 @@ class Hub:
         self._background: set[asyncio.Task[None]] = set()
         self.subscribed = asyncio.Event()
 
-    def spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)

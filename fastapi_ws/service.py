@@ -12,6 +12,7 @@ import orjson
 from sqlalchemy import BigInteger, DateTime, String, Text, Uuid, bindparam, select, text
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from fastapi_ws.models import Message, ProcessedEvent, Room
 
@@ -150,7 +151,8 @@ async def append_message(
         },
     )
     assert seq is not None
-    room.last_seq = seq
+    # The database already holds it: no second UPDATE at flush.
+    set_committed_value(room, "last_seq", seq)
     # Not added to the session: the row is written, this is its value for the push.
     return Message(
         room_id=room.room_id,
