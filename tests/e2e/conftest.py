@@ -139,6 +139,9 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
         "PUBLIC_BASE_URL": gateway,
         "ALLOWED_ORIGINS": f"{gateway},http://localhost:{gateway_port}",
         "GATEWAY_PORT": str(gateway_port),
+        # The catalogue flows from the content database through the real ETL.
+        "ETL_ENABLED": "true",
+        "ETL_INTERVAL": "1",
     }
     processes = {name: ServiceProcess(app, name, env=env) for name, app in APPS.items()}
     env.update({f"{name.upper()}_PORT": str(p.port) for name, p in processes.items()})
