@@ -13,7 +13,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fastapi_recom.config import Settings
-from fastapi_recom.movielens import fetch_dataset, movie_uuid, read_interactions, to_score, user_uuid
+from fastapi_recom.movielens import (
+    fetch_dataset,
+    movie_uuid,
+    read_interactions,
+    to_score,
+    user_uuid,
+)
 from fastapi_recom.recommender import RatingMatrix, Strategy
 
 TOP_K = 10
@@ -35,7 +41,9 @@ class Scores:
     seconds_per_user: float
 
 
-def stratified_split(triples: list[Triple], ratio: float, seed: int) -> tuple[list[Triple], list[Triple]]:
+def stratified_split(
+    triples: list[Triple], ratio: float, seed: int
+) -> tuple[list[Triple], list[Triple]]:
     """Per viewer, a random `ratio` of their ratings to train and the rest to test (Recommenders'
     python_stratified_split by user)."""
     by_user: dict[uuid.UUID, list[Triple]] = defaultdict(list)
@@ -53,7 +61,9 @@ def stratified_split(triples: list[Triple], ratio: float, seed: int) -> tuple[li
     return train, test
 
 
-def evaluate(matrix: RatingMatrix, test: list[Triple], strategy: Strategy, k: int = TOP_K) -> Scores:
+def evaluate(
+    matrix: RatingMatrix, test: list[Triple], strategy: Strategy, k: int = TOP_K
+) -> Scores:
     """Precision, recall, nDCG, MAP at k as Microsoft Recommenders defines them (binary relevance:
     every test rating is relevant), and catalogue coverage of the top-k lists."""
     relevant: dict[uuid.UUID, set[uuid.UUID]] = defaultdict(set)
@@ -139,8 +149,14 @@ def main() -> None:
     print(f"{'k':>5} {'binary/binary':>14} {'score/score':>12}")
     curves: dict[str, list[float]] = {"binary sim, binary votes": [], "score sim, score votes": []}
     for k in ks:
-        b = evaluate(matrix, test, replace(default, neighbours=k, binary_similarity=True, binary_votes=True))
-        r = evaluate(matrix, test, replace(default, neighbours=k, binary_similarity=False, binary_votes=False))
+        b = evaluate(
+            matrix, test, replace(default, neighbours=k, binary_similarity=True, binary_votes=True)
+        )
+        r = evaluate(
+            matrix,
+            test,
+            replace(default, neighbours=k, binary_similarity=False, binary_votes=False),
+        )
         curves["binary sim, binary votes"].append(b.ndcg)
         curves["score sim, score votes"].append(r.ndcg)
         print(f"{k:>5} {b.ndcg:14.4f} {r.ndcg:12.4f}")

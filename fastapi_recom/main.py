@@ -6,8 +6,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from contracts.app import configure_logging, create_app
+from contracts.broker import make_broker
 from contracts.resources import open_resources, standard_checks
 from fastapi_recom.config import get_settings
+from fastapi_recom.dependencies import CachedTokenVerifier
+from fastapi_recom.digests import declare_digest_topology, register_digest_consumer
+from fastapi_recom.refresher import MatrixStore
+from fastapi_recom.router import router
 
 PREFIX = "recom"
 
@@ -16,8 +21,36 @@ PREFIX = "recom"
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     configure_logging(settings.log_level)
-    async with open_resources(app, settings, database=True):
-        yield
+    broker = make_broker(settings.rabbitmq_url.get_secret_value())
+    register_digest_consumer(broker, app)
+
+    async def broker_setup() -> None:
+        await declare_digest_topology(broker)
+
+    async with open_resources(
+        app, settings, database=True, broker=broker, broker_setup=broker_setup
+    ):
+        app.state.token_verifier = CachedTokenVerifier(
+            settings.public_key_pem,
+            settings.jwt_audience,
+            app.state.redis,
+            ttl=settings.recom_token_cache_seconds,
+        )
+        app.state.strategy = settings.strategy
+        store = MatrixStore(
+            app.state.engine,
+            interval=settings.recom_refresh_interval,
+            margin=settings.recom_refresh_margin,
+            titles_interval=settings.recom_titles_interval,
+            merge_entries=settings.recom_merge_entries,
+            merge_interval=settings.recom_merge_interval,
+        )
+        app.state.store = store
+        await store.start()
+        try:
+            yield
+        finally:
+            await store.stop()
 
 
 app = create_app(
@@ -27,3 +60,4 @@ app = create_app(
     lifespan=lifespan,
     checks=standard_checks(database=True),
 )
+app.include_router(router)

@@ -90,7 +90,9 @@ class _Base:
     m_data: ScoreArray
 
     @classmethod
-    def build(cls, rows: IntArray, cols: IntArray, scores: ScoreArray, n_users: int, n_movies: int) -> _Base:
+    def build(
+        cls, rows: IntArray, cols: IntArray, scores: ScoreArray, n_users: int, n_movies: int
+    ) -> _Base:
         u_indptr, u_indices, u_data = _csr(rows, cols, scores, n_users)
         m_indptr, m_indices, m_data = _csr(cols, rows, scores, n_movies)
         return cls(n_users, n_movies, u_indptr, u_indices, u_data, m_indptr, m_indices, m_data)
@@ -130,6 +132,10 @@ def _csr(
     indptr = np.zeros(n_rows + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
     return indptr, cols[order].astype(np.int32), values[order].astype(np.int8)
+
+
+def _sums(index: IntArray, weights: FloatArray, size: int) -> FloatArray:
+    return np.bincount(index, weights, minlength=size).astype(np.float64, copy=False)
 
 
 def _gather(
@@ -174,19 +180,20 @@ class RatingMatrix:
         self._overlay: dict[tuple[int, int], int] = {}
         self._overlay_by_user: dict[int, dict[int, int]] = {}
         self._overlay_by_movie: dict[int, dict[int, int]] = {}
+        # Live per-viewer and per-film sums, updated in place by `apply`.
+        ones = np.ones(scores.shape[0])
         scores64 = scores.astype(np.float64)
-        self.user_count = np.bincount(rows, minlength=len(self.user_ids)).astype(np.float64)
-        self.user_sq = np.bincount(rows, scores64**2, minlength=len(self.user_ids))
-        self.movie_count = np.bincount(cols, minlength=len(self.movie_ids)).astype(np.float64)
-        self.movie_sum = np.bincount(cols, scores64, minlength=len(self.movie_ids))
-        self.movie_sq = np.bincount(cols, scores64**2, minlength=len(self.movie_ids))
+        n_users, n_movies = len(self.user_ids), len(self.movie_ids)
+        self.user_count = _sums(rows, ones, n_users)
+        self.user_sq = _sums(rows, scores64**2, n_users)
+        self.movie_count = _sums(cols, ones, n_movies)
+        self.movie_sum = _sums(cols, scores64, n_movies)
+        self.movie_sq = _sums(cols, scores64**2, n_movies)
         self.version = 0
         self._popular_cache: tuple[int, float, IntArray, FloatArray] | None = None
 
     @classmethod
-    def from_triples(
-        cls, triples: Iterable[tuple[uuid.UUID, uuid.UUID, int]]
-    ) -> RatingMatrix:
+    def from_triples(cls, triples: Iterable[tuple[uuid.UUID, uuid.UUID, int]]) -> RatingMatrix:
         """Small matrices (tests, the offline evaluation): one (user, movie, score) per rating."""
         user_index: dict[uuid.UUID, int] = {}
         movie_index: dict[uuid.UUID, int] = {}
@@ -324,9 +331,7 @@ class RatingMatrix:
             np.fromiter((s for _, s in live), dtype=np.int8, count=len(live)),
         )
 
-    def _gather_live(
-        self, by_users: bool, rows: IntArray
-    ) -> tuple[IntArray, IntArray, FloatArray]:
+    def _gather_live(self, by_users: bool, rows: IntArray) -> tuple[IntArray, IntArray, FloatArray]:
         """(position in `rows`, other index, score delta) for the live rows, overlay included.
 
         Overlay entries are added as corrections (+new, -old), so sums over the result equal
@@ -550,9 +555,7 @@ class RatingMatrix:
         if row is None:
             return []
         cols, scores = self.user_vector(row)
-        return [
-            (self.movie_ids[c], s) for c, s in zip(cols.tolist(), scores.tolist(), strict=True)
-        ]
+        return [(self.movie_ids[c], s) for c, s in zip(cols.tolist(), scores.tolist(), strict=True)]
 
 
 @dataclass(frozen=True, slots=True)
