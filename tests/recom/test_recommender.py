@@ -47,7 +47,9 @@ def test_neighbours_are_ranked_by_binary_cosine() -> None:
     m = matrix()
     rows, sims = m.neighbours(m.user_index[A], BINARY)
     assert [m.user_ids[r] for r in rows] == [B, D, C]
-    assert sims.tolist() == pytest.approx([3 / (SQRT3 * 2), 2 / (SQRT3 * 2), 1 / (SQRT3 * math.sqrt(2))])
+    assert sims.tolist() == pytest.approx(
+        [3 / (SQRT3 * 2), 2 / (SQRT3 * 2), 1 / (SQRT3 * math.sqrt(2))]
+    )
 
 
 def test_neighbours_are_ranked_by_score_cosine_when_configured() -> None:
@@ -93,7 +95,9 @@ def test_recommend_weights_votes_by_score_when_configured() -> None:
 
 
 def test_recommend_tops_up_with_popular_films_when_neighbours_run_out() -> None:
-    result = matrix().recommend(A, 3, Strategy(neighbours=1, min_ratings=1, popular_min_ratings=1, prior_votes=2.0))
+    result = matrix().recommend(
+        A, 3, Strategy(neighbours=1, min_ratings=1, popular_min_ratings=1, prior_votes=2.0)
+    )
     # The only neighbour, B, offers m4; the rest comes from the Bayesian ranking of unrated films.
     assert [p.source for p in result.picks] == ["neighbours", "popular", "popular"]
     assert [p.movie_id for p in result.picks] == [M4, M5, M6]
@@ -103,7 +107,7 @@ def test_general_ranks_by_bayesian_average_not_raw_mean() -> None:
     # m7 has a single 10; m1 three 8s, 6 and 10 -> its Bayesian average beats m7's.
     m = RatingMatrix.from_triples([*RATINGS, (E, M7, 10)])
     strategy = Strategy(prior_votes=2.0, popular_min_ratings=1)
-    mean = sum(s for *_, s in RATINGS + [(E, M7, 10)]) / (len(RATINGS) + 1)
+    mean = sum(s for *_, s in [*RATINGS, (E, M7, 10)]) / (len(RATINGS) + 1)
     bayes = {
         M1: (2 * mean + 8 + 8 + 6) / 5,
         M2: (2 * mean + 6 + 6 + 4) / 5,
