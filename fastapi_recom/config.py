@@ -26,6 +26,9 @@ class Settings(ServiceSettings):
     recom_merge_entries: int = 50_000
     recom_merge_interval: float = 600.0
     recom_titles_interval: float = 2.0
+    # A request whose picks equal those published for that viewer this recently publishes
+    # nothing (0 publishes on every request).
+    recom_publish_repeat_seconds: float = 60.0
     # Verified tokens are trusted this long (seconds) before revocation is checked again.
     recom_token_cache_seconds: float = 0.5
 

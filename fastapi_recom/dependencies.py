@@ -45,11 +45,13 @@ class CachedTokenVerifier(TokenVerifier):
         return claims
 
 
-def get_store(request: Request) -> MatrixStore:
+# Dependencies are `async def` on purpose: FastAPI runs a plain `def` one in a thread pool,
+# which costs the hot path a thread hand-off per request.
+async def get_store(request: Request) -> MatrixStore:
     return request.app.state.store
 
 
-def get_matrix(request: Request) -> RatingMatrix:
+async def get_matrix(request: Request) -> RatingMatrix:
     matrix = request.app.state.store.matrix
     if matrix is None:
         raise RecommenderLoading
@@ -60,7 +62,7 @@ StoreDep = Annotated[MatrixStore, Depends(get_store)]
 MatrixDep = Annotated[RatingMatrix, Depends(get_matrix)]
 
 
-def get_strategy(request: Request) -> Strategy:
+async def get_strategy(request: Request) -> Strategy:
     return request.app.state.strategy
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from typing import Literal
 
 from faststream.rabbit import RabbitBroker
@@ -51,10 +52,38 @@ async def publish_recommendations(
     await publish_event(broker, recommendations_event(recommendation, titles, trigger))
 
 
+class RepeatFilter:
+    """Remembers the picks last published per viewer, so a page reload that yields the very same
+    list does not post it into the chat room (and an e-mail) again within `seconds`."""
+
+    def __init__(self, seconds: float, max_users: int = 100_000) -> None:
+        self.seconds = seconds
+        self.max_users = max_users
+        self._last: dict[uuid.UUID, tuple[tuple[uuid.UUID, ...], float]] = {}
+
+    def is_repeat(self, recommendation: Recommendation) -> bool:
+        if self.seconds <= 0:
+            return False
+        now = time.monotonic()
+        picks = tuple(p.movie_id for p in recommendation.picks)
+        last = self._last.get(recommendation.user_id)
+        if last is not None and last[0] == picks and now - last[1] < self.seconds:
+            return True
+        if len(self._last) >= self.max_users:
+            self._last.clear()
+        self._last[recommendation.user_id] = (picks, now)
+        return False
+
+
 def publish_in_background(
-    broker: RabbitBroker, recommendation: Recommendation, titles: TitleCache
+    broker: RabbitBroker,
+    recommendation: Recommendation,
+    titles: TitleCache,
+    repeats: RepeatFilter,
 ) -> None:
     """Publish after a request without making it wait or fail: the picks were already served."""
+    if repeats.is_repeat(recommendation):
+        return
 
     async def run() -> None:
         global _last_warning

@@ -11,6 +11,7 @@ from contracts.resources import open_resources, standard_checks
 from fastapi_recom.config import get_settings
 from fastapi_recom.dependencies import CachedTokenVerifier
 from fastapi_recom.digests import declare_digest_topology, register_digest_consumer
+from fastapi_recom.events import RepeatFilter
 from fastapi_recom.refresher import MatrixStore
 from fastapi_recom.router import router
 
@@ -37,6 +38,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             ttl=settings.recom_token_cache_seconds,
         )
         app.state.strategy = settings.strategy
+        app.state.repeats = RepeatFilter(settings.recom_publish_repeat_seconds)
         store = MatrixStore(
             app.state.engine,
             interval=settings.recom_refresh_interval,

@@ -84,7 +84,9 @@ async def get_user_recommendations(
     if not claims.may_act_for(user_id):
         raise Forbidden
     recommendation = matrix.recommend(user_id, limit, strategy, _parse_exclude(exclude))
-    publish_in_background(request.app.state.broker, recommendation, store.titles)
+    publish_in_background(
+        request.app.state.broker, recommendation, store.titles, request.app.state.repeats
+    )
     return _json(
         {
             "user_id": user_id,
