@@ -431,6 +431,8 @@ async def main_async(args: argparse.Namespace) -> None:
             "daemon off;",
         ]
     )
+    # A file, not a pipe: a full pipe would block the workers' logging.
+    log = (run_dir / "recom.log").open("w")
     make = Tokens()
     tokens = {user: make(user) for user in users}
     started = time.perf_counter()
@@ -440,19 +442,15 @@ async def main_async(args: argparse.Namespace) -> None:
             "--port", str(recom_port), "--workers", str(args.workers), "--no-access-log",
             "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
         ],
-        cwd=ROOT, env={**os.environ, **env}, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT, env={**os.environ, **env}, stderr=log, stdout=log,
     )  # fmt: skip
     try:
-        tokens = {
-            user: make_token(user, lifetime=__import__("datetime").timedelta(hours=1))
-            for user in users
-        }
         # Up when both workers answer: a few consecutive 200s through nginx.
         probe = request_bytes(gateway_port, "/recom/v1/general?limit=1", "x")
         ok = 0
         while ok < 6:
             if recom.poll() is not None:
-                raise SystemExit(f"recom exited: {recom.stderr.read() if recom.stderr else ''}")
+                raise SystemExit(f"recom exited: {(run_dir / 'recom.log').read_text()[-2000:]}")
             try:
                 async with Client("127.0.0.1", gateway_port) as client:
                     status, _ = await client.get(probe)
