@@ -142,7 +142,7 @@ def synthetic(n_ratings: int, n_users: int, n_movies: int, seed: int = 7) -> tup
     (flattened head, so no film is rated by more than about half the viewers)."""
     rng = np.random.default_rng(seed)
     activity = rng.lognormal(mean=0.0, sigma=1.0, size=n_users)
-    activity = np.clip(activity / activity.sum() * n_ratings * 1.08, 5, n_movies // 4)
+    activity = np.clip(activity / activity.sum() * n_ratings * 1.1, 5, n_movies // 4)
     per_user = activity.round().astype(np.int64)
     rows = np.repeat(np.arange(n_users, dtype=np.int64), per_user)
     weights = 1.0 / (np.arange(n_movies) + 30.0) ** 1.05
@@ -457,7 +457,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 ok = ok + 1 if status == 200 else 0
             except (OSError, asyncio.IncompleteReadError):
                 ok = 0
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.1)
         print(f"start-up until both workers serve: {time.perf_counter() - started:.1f} s")
         print(
             f"recom RSS after load: {rss_mb(recom.pid):.0f} MB in total, workers "

@@ -18,6 +18,7 @@ class Settings(ServiceSettings):
     recom_min_ratings: int = 3
     recom_prior_votes: float = 20.0
     recom_popular_min_ratings: int = 5
+    recom_max_profile: int = 100
     # The refresher polls `rating` this often (seconds) and re-reads this far back (seconds)
     # so that rows whose transaction committed late are still seen.
     recom_refresh_interval: float = 0.2
@@ -41,6 +42,7 @@ class Settings(ServiceSettings):
             min_ratings=self.recom_min_ratings,
             prior_votes=self.recom_prior_votes,
             popular_min_ratings=self.recom_popular_min_ratings,
+            max_profile=self.recom_max_profile,
         )
 
 

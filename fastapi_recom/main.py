@@ -3,7 +3,7 @@
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 from contracts.app import configure_logging, create_app
 from contracts.broker import make_broker
@@ -55,11 +55,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await store.stop()
 
 
+async def matrix_loaded(request: Request) -> str | None:
+    store = getattr(request.app.state, "store", None)
+    return None if store is not None and store.matrix is not None else "loading"
+
+
 app = create_app(
     title="fastapi_recom",
     prefix=PREFIX,
     description="Ratings store, film catalogue with its ETL, and user-user collaborative filtering.",
     lifespan=lifespan,
-    checks=standard_checks(database=True),
+    checks={**standard_checks(database=True), "recommender": matrix_loaded},
 )
 app.include_router(router)

@@ -3,6 +3,8 @@
 import math
 import uuid
 
+import jwt
+
 from contracts.events import DigestRequested
 from tests.recom.recommender_support import (
     clear_ratings,
@@ -241,3 +243,30 @@ async def test_request_publishes_recommendations_generated() -> None:
     assert [i["movie_id"] for i in event["items"]] == [str(movies["m5"]), str(movies["m4"])]
     assert event["items"][0]["score"] == round(D_SIM + C_SIM, 4)
     assert DigestRequested.routing_key == "notifications.digest.requested"
+
+
+async def test_revoked_token_is_refused_once_the_short_cache_expires() -> None:
+    from redis.asyncio import Redis
+
+    from contracts.tokens import REVOKED_JTI_KEY
+    from fastapi_recom.config import Settings
+
+    user = uuid.uuid4()
+    token = make_token(user)
+    jti = jwt.decode(token, options={"verify_signature": False})["jti"]
+    redis = Redis.from_url(Settings().redis_url)
+    try:
+        async with recom_client() as client:
+            first = await client.get(f"/recom/v1/user/{user}", headers=bearer(token))
+            assert first.status_code == 200
+            await redis.set(REVOKED_JTI_KEY.format(jti=jti), "1", ex=60)
+
+            async def refused() -> bool:
+                response = await client.get(f"/recom/v1/user/{user}", headers=bearer(token))
+                return response.status_code == 401
+
+            await wait_for(refused, timeout=5)
+            response = await client.get(f"/recom/v1/user/{user}", headers=bearer(token))
+    finally:
+        await redis.aclose()
+    assert response.json() == {"detail": "TOKEN_REVOKED"}
