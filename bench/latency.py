@@ -429,7 +429,8 @@ async def main_async(args: argparse.Namespace) -> None:
             "stderr",
             "-g",
             "daemon off;",
-        ]
+        ],
+        stderr=subprocess.DEVNULL,
     )
     # A file, not a pipe: a full pipe would block the workers' logging.
     log = (run_dir / "recom.log").open("w")

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-import scipy.sparse
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +79,53 @@ class SimilarMovie:
     common_viewers: int
 
 
+class IdMap:
+    """UUID <-> dense index without a Python object per id: 16 bytes per id in numpy arrays,
+    looked up by binary search; ids added after the load go to a small dict."""
+
+    def __init__(self, raw: npt.NDArray[np.bytes_]) -> None:
+        self._ids: npt.NDArray[np.bytes_] = np.asarray(raw, dtype="S16")
+        self._size = int(self._ids.shape[0])
+        self._order = np.argsort(self._ids, kind="stable").astype(np.int32)
+        self._sorted = self._ids[self._order]
+        self._added: dict[uuid.UUID, int] = {}
+
+    @classmethod
+    def of(cls, ids: Sequence[uuid.UUID]) -> IdMap:
+        return cls(np.array([i.bytes for i in ids], dtype="S16"))
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __getitem__(self, index: int) -> uuid.UUID:
+        # numpy's S dtype drops trailing NUL bytes.
+        return uuid.UUID(bytes=bytes(self._ids[index]).ljust(16, b"\0"))
+
+    def get(self, key: uuid.UUID) -> int | None:
+        added = self._added.get(key)
+        if added is not None:
+            return added
+        at = int(np.searchsorted(self._sorted, key.bytes))
+        if at < self._sorted.shape[0] and bytes(self._sorted[at]).ljust(16, b"\0") == key.bytes:
+            return int(self._order[at])
+        return None
+
+    def add(self, key: uuid.UUID) -> int:
+        index = self._size
+        if index >= self._ids.shape[0]:
+            grown = np.zeros(max(16, 2 * self._ids.shape[0]), dtype="S16")
+            grown[:index] = self._ids[:index]
+            self._ids = grown
+        self._ids[index] = key.bytes
+        self._added[key] = index
+        self._size += 1
+        return index
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._ids.nbytes + self._order.nbytes + self._sorted.nbytes)
+
+
 @dataclass(slots=True)
 class _Base:
     """An immutable CSR pair: users x movies and its transpose, int32 indices and int8 scores."""
@@ -97,8 +143,8 @@ class _Base:
     def build(
         cls, rows: IntArray, cols: IntArray, scores: ScoreArray, n_users: int, n_movies: int
     ) -> _Base:
-        u_indptr, u_indices, u_data = _csr(rows, cols, scores, n_users, n_movies)
-        m_indptr, m_indices, m_data = _csr(cols, rows, scores, n_movies, n_users)
+        u_indptr, u_indices, u_data = _csr(rows, cols, scores, n_users)
+        m_indptr, m_indices, m_data = _csr(cols, rows, scores, n_movies)
         return cls(n_users, n_movies, u_indptr, u_indices, u_data, m_indptr, m_indices, m_data)
 
     @property
@@ -128,19 +174,14 @@ _EMPTY_SCORE: ScoreArray = np.zeros(0, dtype=np.int8)
 
 
 def _csr(
-    rows: IntArray, cols: IntArray, values: ScoreArray, n_rows: int, n_cols: int
+    rows: IntArray, cols: IntArray, values: ScoreArray, n_rows: int
 ) -> tuple[npt.NDArray[np.int64], IntArray, ScoreArray]:
-    """CSR arrays with sorted column indices; scipy builds them in C without a sort permutation
-    (an int64 argsort of 10 M entries alone would cost 80 MB)."""
-    matrix = scipy.sparse.csr_matrix(
-        (values.astype(np.int8, copy=False), (rows, cols)), shape=(n_rows, n_cols)
-    )
-    matrix.sort_indices()
-    return (
-        matrix.indptr.astype(np.int64),
-        matrix.indices.astype(np.int32, copy=False),
-        matrix.data.astype(np.int8, copy=False),
-    )
+    """CSR arrays with sorted column indices. numpy rather than scipy.sparse: importing scipy
+    costs every worker ~26 MB of resident memory; the sort's temporaries are freed at once."""
+    order = np.lexsort((cols, rows))
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
+    return indptr, cols[order].astype(np.int32), values[order].astype(np.int8)
 
 
 def _sums(index: IntArray, weights: FloatArray, size: int) -> FloatArray:
@@ -174,16 +215,17 @@ class RatingMatrix:
 
     def __init__(
         self,
-        user_ids: Sequence[uuid.UUID],
-        movie_ids: Sequence[uuid.UUID],
+        user_ids: IdMap,
+        movie_ids: IdMap,
         rows: IntArray,
         cols: IntArray,
         scores: ScoreArray,
     ) -> None:
-        self.user_ids: list[uuid.UUID] = list(user_ids)
-        self.movie_ids: list[uuid.UUID] = list(movie_ids)
-        self.user_index = {u: i for i, u in enumerate(self.user_ids)}
-        self.movie_index = {m: i for i, m in enumerate(self.movie_ids)}
+        # `user_ids[row]` is a viewer's id, `user_ids.get(user_id)` their row; films alike.
+        self.user_ids = user_ids
+        self.movie_ids = movie_ids
+        self.user_index = user_ids
+        self.movie_index = movie_ids
         self._base = _Base.build(rows, cols, scores, len(self.user_ids), len(self.movie_ids))
         # (row, col) -> new score (0 = deleted) for entries that differ from the base.
         self._overlay: dict[tuple[int, int], int] = {}
@@ -212,8 +254,8 @@ class RatingMatrix:
             cols.append(movie_index.setdefault(movie_id, len(movie_index)))
             scores.append(score)
         return cls(
-            list(user_index),
-            list(movie_index),
+            IdMap.of(list(user_index)),
+            IdMap.of(list(movie_index)),
             np.asarray(rows, dtype=np.int32),
             np.asarray(cols, dtype=np.int32),
             np.asarray(scores, dtype=np.int8),
@@ -247,9 +289,7 @@ class RatingMatrix:
     def _row_for(self, user_id: uuid.UUID) -> int:
         row = self.user_index.get(user_id)
         if row is None:
-            row = len(self.user_ids)
-            self.user_ids.append(user_id)
-            self.user_index[user_id] = row
+            row = self.user_ids.add(user_id)
             self.user_count = self._grow(self.user_count, row + 1)
             self.user_sq = self._grow(self.user_sq, row + 1)
         return row
@@ -257,9 +297,7 @@ class RatingMatrix:
     def _col_for(self, movie_id: uuid.UUID) -> int:
         col = self.movie_index.get(movie_id)
         if col is None:
-            col = len(self.movie_ids)
-            self.movie_ids.append(movie_id)
-            self.movie_index[movie_id] = col
+            col = self.movie_ids.add(movie_id)
             self.movie_count = self._grow(self.movie_count, col + 1)
             self.movie_sum = self._grow(self.movie_sum, col + 1)
             self.movie_sq = self._grow(self.movie_sq, col + 1)
@@ -467,7 +505,7 @@ class RatingMatrix:
                 picks = self._neighbour_picks(row, limit, strategy, banned)
         if len(picks) < limit:
             for pick in picks:
-                banned[self.movie_index[pick.movie_id]] = True
+                banned[self.movie_index.get(pick.movie_id)] = True
             picks.extend(self._popular_picks(limit - len(picks), strategy, banned))
         return Recommendation(user_id=user_id, picks=picks, strategy=strategy_name)
 

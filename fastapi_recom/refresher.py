@@ -7,7 +7,6 @@ import contextlib
 import ctypes
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -16,7 +15,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from fastapi_recom.recommender import RatingMatrix, TitleCache, build_merged
+from fastapi_recom.recommender import IdMap, RatingMatrix, TitleCache, build_merged
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +38,6 @@ _CHANGES_QUERY = "SELECT user_id, movie_id, score, deleted FROM rating WHERE upd
 _TITLES_QUERY = "SELECT movie_id, title FROM movie WHERE updated_at > $1"
 
 
-def _uuid(raw: bytes) -> uuid.UUID:
-    # numpy's S dtype drops trailing NUL bytes.
-    return uuid.UUID(bytes=raw.ljust(16, b"\0"))
-
-
 class _Ids:
     """UUID bytes -> dense index, assigned in order of first appearance."""
 
@@ -60,8 +54,10 @@ class _Ids:
         )
         return mapped[inverse.ravel()]
 
-    def uuids(self) -> list[uuid.UUID]:
-        return [_uuid(raw) for raw in self.index]
+    def id_map(self) -> IdMap:
+        raw = np.empty(len(self.index), dtype="S16")
+        raw[list(self.index.values())] = list(self.index)
+        return IdMap(raw)
 
 
 class _CopyParser:
@@ -121,7 +117,7 @@ class _CopyParser:
         self._parse()  # what is left after it is the 2-byte trailer (-1)
         n = self.size
         matrix = RatingMatrix(
-            self.users.uuids(), self.movies.uuids(), self.rows[:n], self.cols[:n], self.scores[:n]
+            self.users.id_map(), self.movies.id_map(), self.rows[:n], self.cols[:n], self.scores[:n]
         )
         del self.rows, self.cols, self.scores
         return matrix

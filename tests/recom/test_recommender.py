@@ -43,9 +43,15 @@ def matrix() -> RatingMatrix:
     return RatingMatrix.from_triples(RATINGS)
 
 
+def row_of(m: RatingMatrix, user: uuid.UUID) -> int:
+    row = m.user_index.get(user)
+    assert row is not None
+    return row
+
+
 def test_neighbours_are_ranked_by_binary_cosine() -> None:
     m = matrix()
-    rows, sims = m.neighbours(m.user_index[A], BINARY)
+    rows, sims = m.neighbours(row_of(m, A), BINARY)
     assert [m.user_ids[r] for r in rows] == [B, D, C]
     assert sims.tolist() == pytest.approx(
         [3 / (SQRT3 * 2), 2 / (SQRT3 * 2), 1 / (SQRT3 * math.sqrt(2))]
@@ -55,7 +61,7 @@ def test_neighbours_are_ranked_by_binary_cosine() -> None:
 def test_neighbours_are_ranked_by_score_cosine_when_configured() -> None:
     m = matrix()
     strategy = Strategy(neighbours=3, binary_similarity=False, min_ratings=1)
-    rows, sims = m.neighbours(m.user_index[A], strategy)
+    rows, sims = m.neighbours(row_of(m, A), strategy)
     a = math.sqrt(8**2 + 6**2 + 10**2)
     b = math.sqrt(8**2 + 6**2 + 10**2 + 8**2)
     d = math.sqrt(4**2 + 8**2 + 6**2 + 4**2)
@@ -162,10 +168,10 @@ def test_apply_is_idempotent_and_updates_statistics() -> None:
     m = matrix()
     assert m.apply(A, M4, 9) is True
     assert m.apply(A, M4, 9) is False
-    assert m.user_count[m.user_index[A]] == 4
+    assert m.user_count[row_of(m, A)] == 4
     assert m.apply(A, M4, 0) is True
     assert m.apply(A, M4, 0) is False
-    assert m.user_count[m.user_index[A]] == 3
+    assert m.user_count[row_of(m, A)] == 3
     assert m.overlay_size == 0
     assert m.apply(A, M1, 0) is True
     assert [movie for movie, _ in m.user_ratings(A)] == [M2, M3]
