@@ -245,6 +245,21 @@ def worker_rss(pid: int) -> list[float]:
     return values
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process's children (the uvicorn workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 # ---------------------------------------------------------------- load
 
 
@@ -460,6 +475,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 ok = 0
             await asyncio.sleep(0.1)
         print(f"start-up until both workers serve: {time.perf_counter() - started:.1f} s")
+        await asyncio.sleep(12)  # both loads finished and their temporaries returned
         print(
             f"recom RSS after load: {rss_mb(recom.pid):.0f} MB in total, workers "
             + ", ".join(f"{v:.0f} MB" for v in worker_rss(recom.pid))
@@ -477,8 +493,11 @@ async def main_async(args: argparse.Namespace) -> None:
             (32, args.seconds / 2),
             (64, args.seconds / 2),
         ):
+            cpu_before = cpu_seconds(recom.pid)
             latencies, errors = await drive(gateway_port, requests, concurrency, seconds)
             report(f"{concurrency} concurrent clients", latencies, errors, seconds)
+            used = cpu_seconds(recom.pid) - cpu_before
+            print(f"{'':28} recom workers' CPU: {used / len(latencies) * 1000:.2f} ms per request")
         print(
             f"recom RSS after the run: {rss_mb(recom.pid):.0f} MB in total, workers "
             + ", ".join(f"{v:.0f} MB" for v in worker_rss(recom.pid))

@@ -35,6 +35,9 @@ _ROW = np.dtype(
 )
 _LOAD_QUERY = "SELECT user_id, movie_id, score FROM rating WHERE NOT deleted"
 _CHANGES_QUERY = "SELECT user_id, movie_id, score, deleted FROM rating WHERE updated_at > $1"
+# Requests allocate and free MB-sized numpy temporaries; glibc keeps the freed heap unless
+# asked to return it, which costs well under a millisecond now and then.
+_TRIM_EVERY = 10.0
 _TITLES_QUERY = "SELECT movie_id, title FROM movie WHERE updated_at > $1"
 
 
@@ -207,6 +210,7 @@ class MatrixStore:
 
     async def _run(self) -> None:
         next_titles = time.monotonic() + self.titles_interval
+        next_trim = time.monotonic() + _TRIM_EVERY
         while True:
             try:
                 if self.matrix is None:
@@ -217,6 +221,9 @@ class MatrixStore:
                         await self.refresh_titles()
                         next_titles = time.monotonic() + self.titles_interval
                     await self._maybe_merge()
+                    if time.monotonic() >= next_trim:
+                        _release_free_memory()
+                        next_trim = time.monotonic() + _TRIM_EVERY
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the database may be down: keep serving what we hold
