@@ -1,0 +1,53 @@
+"""Consumer of `notifications.digest.requested`: picks for each listed viewer, published for the digest."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from fastapi import FastAPI
+from faststream import AckPolicy
+from faststream.exceptions import RejectMessage
+from faststream.rabbit import RabbitBroker, RabbitMessage
+from pydantic import ValidationError
+
+from contracts.broker import EVENTS_EXCHANGE, consumer_queue, declare_topology
+from contracts.events import DigestRequested
+from fastapi_recom.events import publish_recommendations
+
+logger = logging.getLogger(__name__)
+
+DIGEST_QUEUE = "recom.digests"
+DIGEST_LIMIT = 10
+# How long a digest waits for the first matrix load before it is retried (nacked).
+READY_TIMEOUT = 10.0
+
+
+async def declare_digest_topology(broker: RabbitBroker) -> None:
+    await declare_topology(broker, DIGEST_QUEUE, [DigestRequested.routing_key])
+
+
+def register_digest_consumer(broker: RabbitBroker, app: FastAPI) -> None:
+    """Subscribe before the broker starts; the handler reads the matrix from `app.state`."""
+
+    @broker.subscriber(
+        consumer_queue(DIGEST_QUEUE),
+        EVENTS_EXCHANGE,
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        title="recom.digests",
+    )
+    async def handle_digest_requested(message: RabbitMessage) -> None:
+        # Redelivery just publishes again: the digest's period lets notifications deduplicate.
+        try:
+            event = DigestRequested.model_validate_json(message.body)
+        except ValidationError as exc:
+            logger.warning("malformed digest request %s: %s", message.message_id, exc)
+            raise RejectMessage from exc  # straight to recom.digests.dead
+        store = app.state.store
+        async with asyncio.timeout(READY_TIMEOUT):
+            await store.ready.wait()
+        strategy = app.state.strategy
+        for user_id in event.user_ids:
+            recommendation = store.matrix.recommend(user_id, DIGEST_LIMIT, strategy)
+            await publish_recommendations(broker, recommendation, store.titles, "digest")
+        logger.info("digest picks published for %s users", len(event.user_ids))

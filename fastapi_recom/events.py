@@ -1,0 +1,100 @@
+"""Publishing `recom.recommendations.generated`: awaited for digests, fire-and-forget for requests."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Literal
+
+from faststream.rabbit import RabbitBroker
+
+from contracts.broker import PublishFailed, publish_event
+from contracts.events import RecommendationsGenerated, RecommendedItem
+from fastapi_recom.recommender import Recommendation, TitleCache
+
+logger = logging.getLogger(__name__)
+
+# Strong references: the event loop keeps only weak ones to running tasks.
+_background: set[asyncio.Task[None]] = set()
+# A broker outage would log once per request; once per this many seconds is enough.
+_WARN_EVERY = 10.0
+_last_warning = 0.0
+
+
+def recommendations_event(
+    recommendation: Recommendation, titles: TitleCache, trigger: Literal["request", "digest"]
+) -> RecommendationsGenerated:
+    return RecommendationsGenerated(
+        user_id=recommendation.user_id,
+        items=[
+            RecommendedItem(
+                movie_id=pick.movie_id,
+                title=titles.get(pick.movie_id),
+                score=pick.score,
+                reason=pick.reason,
+            )
+            for pick in recommendation.picks
+        ],
+        strategy=recommendation.strategy,
+        trigger=trigger,
+    )
+
+
+async def publish_recommendations(
+    broker: RabbitBroker,
+    recommendation: Recommendation,
+    titles: TitleCache,
+    trigger: Literal["request", "digest"],
+) -> None:
+    """Publish with confirms; raises PublishFailed (the digest consumer then retries)."""
+    await publish_event(broker, recommendations_event(recommendation, titles, trigger))
+
+
+class RepeatFilter:
+    """Remembers the picks last published per viewer, so a page reload that yields the very same
+    list does not post it into the chat room (and an e-mail) again within `seconds`."""
+
+    def __init__(self, seconds: float, max_users: int = 100_000) -> None:
+        self.seconds = seconds
+        self.max_users = max_users
+        self._last: dict[uuid.UUID, tuple[tuple[uuid.UUID, ...], float]] = {}
+
+    def is_repeat(self, recommendation: Recommendation) -> bool:
+        if self.seconds <= 0:
+            return False
+        now = time.monotonic()
+        picks = tuple(p.movie_id for p in recommendation.picks)
+        last = self._last.get(recommendation.user_id)
+        if last is not None and last[0] == picks and now - last[1] < self.seconds:
+            return True
+        if len(self._last) >= self.max_users:
+            self._last.clear()
+        self._last[recommendation.user_id] = (picks, now)
+        return False
+
+
+def publish_in_background(
+    broker: RabbitBroker,
+    recommendation: Recommendation,
+    titles: TitleCache,
+    repeats: RepeatFilter,
+) -> None:
+    """Publish after a request without making it wait or fail: the picks were already served."""
+    if repeats.is_repeat(recommendation):
+        return
+
+    async def run() -> None:
+        global _last_warning
+        try:
+            await publish_recommendations(broker, recommendation, titles, "request")
+        except PublishFailed as exc:
+            now = time.monotonic()
+            if now - _last_warning >= _WARN_EVERY:
+                _last_warning = now
+                logger.warning("recommendations event not published: %s", exc)
+
+    task = asyncio.create_task(run())
+    _background.add(task)
+    task.add_done_callback(_background.discard)

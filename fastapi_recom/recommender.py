@@ -1,0 +1,666 @@
+"""User-user collaborative filtering over an in-memory sparse rating matrix kept current from PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+logger = logging.getLogger(__name__)
+
+IntArray = npt.NDArray[np.int32]
+FloatArray = npt.NDArray[np.float64]
+ScoreArray = npt.NDArray[np.int8]
+
+STRATEGY_NEIGHBOURS = "user_knn_cosine"
+STRATEGY_POPULAR = "popular"
+
+
+@dataclass(frozen=True, slots=True)
+class Strategy:
+    """The variant settings of the recommender (see bench/quality.py for how they compare)."""
+
+    # Top-k most similar viewers whose ratings vote for films.
+    neighbours: int = 80
+    # Cosine of 0/1 "has rated" vectors (True) or of the raw scores (False).
+    binary_similarity: bool = True
+    # Each neighbour votes its similarity (True) or similarity x score (False).
+    binary_votes: bool = True
+    # Viewers with fewer ratings than this get the popular films instead.
+    min_ratings: int = 3
+    # Bayesian average: this many prior votes at the catalogue-wide mean score.
+    prior_votes: float = 20.0
+    # A film needs this many raters to be listed as popular.
+    popular_min_ratings: int = 5
+    # For a viewer with more ratings than this, only their rarest films (the most telling, and
+    # the cheapest to scan) are compared with others; the cosine's norms stay exact.
+    max_profile: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Pick:
+    movie_id: uuid.UUID
+    score: float
+    source: str  # "neighbours" or "popular"
+    neighbours: int  # similar viewers who rated it (0 for popular picks)
+    neighbour_mean_score: float | None
+    ratings: int  # everyone who rated it
+    mean_score: float | None
+
+    @property
+    def reason(self) -> str:
+        if self.source == "neighbours":
+            viewers = "viewer" if self.neighbours == 1 else "viewers"
+            return (
+                f"{self.neighbours} {viewers} with similar taste rated it, "
+                f"average {self.neighbour_mean_score:.1f}/10"
+            )
+        if self.ratings:
+            return f"popular: {self.ratings} viewers rated it, average {self.mean_score:.1f}/10"
+        return "popular"
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    user_id: uuid.UUID
+    picks: list[Pick]
+    strategy: str
+
+
+@dataclass(frozen=True, slots=True)
+class SimilarMovie:
+    movie_id: uuid.UUID
+    similarity: float
+    common_viewers: int
+
+
+class IdMap:
+    """UUID <-> dense index without a Python object per id: 16 bytes per id in numpy arrays,
+    looked up by binary search; ids added after the load go to a small dict."""
+
+    def __init__(self, raw: npt.NDArray[np.bytes_]) -> None:
+        self._ids: npt.NDArray[np.bytes_] = np.asarray(raw, dtype="S16")
+        self._size = int(self._ids.shape[0])
+        self._order = np.argsort(self._ids, kind="stable").astype(np.int32)
+        self._sorted = self._ids[self._order]
+        self._added: dict[uuid.UUID, int] = {}
+
+    @classmethod
+    def of(cls, ids: Sequence[uuid.UUID]) -> IdMap:
+        return cls(np.array([i.bytes for i in ids], dtype="S16"))
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __getitem__(self, index: int) -> uuid.UUID:
+        # numpy's S dtype drops trailing NUL bytes.
+        return uuid.UUID(bytes=bytes(self._ids[index]).ljust(16, b"\0"))
+
+    def get(self, key: uuid.UUID) -> int | None:
+        added = self._added.get(key)
+        if added is not None:
+            return added
+        at = int(np.searchsorted(self._sorted, key.bytes))
+        if at < self._sorted.shape[0] and bytes(self._sorted[at]).ljust(16, b"\0") == key.bytes:
+            return int(self._order[at])
+        return None
+
+    def add(self, key: uuid.UUID) -> int:
+        index = self._size
+        if index >= self._ids.shape[0]:
+            grown = np.zeros(max(16, 2 * self._ids.shape[0]), dtype="S16")
+            grown[:index] = self._ids[:index]
+            self._ids = grown
+        self._ids[index] = key.bytes
+        self._added[key] = index
+        self._size += 1
+        return index
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._ids.nbytes + self._order.nbytes + self._sorted.nbytes)
+
+
+@dataclass(slots=True)
+class _Base:
+    """An immutable CSR pair: users x movies and its transpose, int32 indices and int8 scores."""
+
+    n_users: int
+    n_movies: int
+    u_indptr: npt.NDArray[np.int64]
+    u_indices: IntArray
+    u_data: ScoreArray
+    m_indptr: npt.NDArray[np.int64]
+    m_indices: IntArray
+    m_data: ScoreArray
+
+    @classmethod
+    def build(
+        cls, rows: IntArray, cols: IntArray, scores: ScoreArray, n_users: int, n_movies: int
+    ) -> _Base:
+        u_indptr, u_indices, u_data = _csr(rows, cols, scores, n_users)
+        m_indptr, m_indices, m_data = _csr(cols, rows, scores, n_movies)
+        return cls(n_users, n_movies, u_indptr, u_indices, u_data, m_indptr, m_indices, m_data)
+
+    @property
+    def nnz(self) -> int:
+        return int(self.u_indices.shape[0])
+
+    def user_row(self, row: int) -> tuple[IntArray, ScoreArray]:
+        if row >= self.n_users:
+            return _EMPTY_INT, _EMPTY_SCORE
+        start, end = self.u_indptr[row], self.u_indptr[row + 1]
+        return self.u_indices[start:end], self.u_data[start:end]
+
+    def movie_row(self, col: int) -> tuple[IntArray, ScoreArray]:
+        if col >= self.n_movies:
+            return _EMPTY_INT, _EMPTY_SCORE
+        start, end = self.m_indptr[col], self.m_indptr[col + 1]
+        return self.m_indices[start:end], self.m_data[start:end]
+
+    def value(self, row: int, col: int) -> int:
+        cols, data = self.user_row(row)
+        at = int(np.searchsorted(cols, col))
+        return int(data[at]) if at < cols.shape[0] and cols[at] == col else 0
+
+
+_EMPTY_INT: IntArray = np.zeros(0, dtype=np.int32)
+_EMPTY_SCORE: ScoreArray = np.zeros(0, dtype=np.int8)
+
+
+def _csr(
+    rows: IntArray, cols: IntArray, values: ScoreArray, n_rows: int
+) -> tuple[npt.NDArray[np.int64], IntArray, ScoreArray]:
+    """CSR arrays with sorted column indices. numpy rather than scipy.sparse: importing scipy
+    costs every worker ~26 MB of resident memory; the sort's temporaries are freed at once."""
+    order = np.lexsort((cols, rows))
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
+    return indptr, cols[order].astype(np.int32), values[order].astype(np.int8)
+
+
+def _sums(index: IntArray, weights: FloatArray, size: int) -> FloatArray:
+    return np.bincount(index, weights, minlength=size).astype(np.float64, copy=False)
+
+
+def _gather(
+    indptr: npt.NDArray[np.int64], indices: IntArray, data: ScoreArray, rows: IntArray
+) -> tuple[IntArray, IntArray, ScoreArray]:
+    """Concatenated CSR rows: (position of the row in `rows`, column, value) per entry."""
+    # Rows added since the base was built have no base entries.
+    known = np.flatnonzero(rows < indptr.shape[0] - 1).astype(np.int32)
+    starts = indptr[rows[known]]
+    lengths = indptr[rows[known] + 1] - starts
+    total = int(lengths.sum())
+    if total == 0:
+        return _EMPTY_INT, _EMPTY_INT, _EMPTY_SCORE
+    # Index of every entry: each row's start repeated over its length plus a running offset.
+    offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(total)
+    positions = np.repeat(known, lengths)
+    return positions, indices[offsets], data[offsets]
+
+
+class RatingMatrix:
+    """All live ratings in memory: an immutable CSR base plus a small overlay of later changes.
+
+    Changes from the refresher go into the overlay at once (so every request sees them) and the
+    per-user and per-film statistics are updated in place; the overlay is folded into a new base
+    only now and then (`merge`), so a rating never costs a rebuild of the whole matrix.
+    """
+
+    def __init__(
+        self,
+        user_ids: IdMap,
+        movie_ids: IdMap,
+        rows: IntArray,
+        cols: IntArray,
+        scores: ScoreArray,
+    ) -> None:
+        # `user_ids[row]` is a viewer's id, `user_ids.get(user_id)` their row; films alike.
+        self.user_ids = user_ids
+        self.movie_ids = movie_ids
+        self.user_index = user_ids
+        self.movie_index = movie_ids
+        self._base = _Base.build(rows, cols, scores, len(self.user_ids), len(self.movie_ids))
+        # (row, col) -> new score (0 = deleted) for entries that differ from the base.
+        self._overlay: dict[tuple[int, int], int] = {}
+        self._overlay_by_user: dict[int, dict[int, int]] = {}
+        self._overlay_by_movie: dict[int, dict[int, int]] = {}
+        # Live per-viewer and per-film sums, updated in place by `apply`.
+        ones = np.ones(scores.shape[0])
+        scores64 = scores.astype(np.float64)
+        n_users, n_movies = len(self.user_ids), len(self.movie_ids)
+        self.user_count = _sums(rows, ones, n_users)
+        self.user_sq = _sums(rows, scores64**2, n_users)
+        self.movie_count = _sums(cols, ones, n_movies)
+        self.movie_sum = _sums(cols, scores64, n_movies)
+        self.movie_sq = _sums(cols, scores64**2, n_movies)
+        self.version = 0
+        self._popular_cache: tuple[int, float, IntArray, FloatArray] | None = None
+
+    @classmethod
+    def from_triples(cls, triples: Iterable[tuple[uuid.UUID, uuid.UUID, int]]) -> RatingMatrix:
+        """Small matrices (tests, the offline evaluation): one (user, movie, score) per rating."""
+        user_index: dict[uuid.UUID, int] = {}
+        movie_index: dict[uuid.UUID, int] = {}
+        rows, cols, scores = [], [], []
+        for user_id, movie_id, score in triples:
+            rows.append(user_index.setdefault(user_id, len(user_index)))
+            cols.append(movie_index.setdefault(movie_id, len(movie_index)))
+            scores.append(score)
+        return cls(
+            IdMap.of(list(user_index)),
+            IdMap.of(list(movie_index)),
+            np.asarray(rows, dtype=np.int32),
+            np.asarray(cols, dtype=np.int32),
+            np.asarray(scores, dtype=np.int8),
+        )
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_movies(self) -> int:
+        return len(self.movie_ids)
+
+    @property
+    def nnz(self) -> int:
+        return int(self.user_count.sum())
+
+    @property
+    def overlay_size(self) -> int:
+        return len(self._overlay)
+
+    def _grow(self, array: FloatArray, size: int) -> FloatArray:
+        if size <= array.shape[0]:
+            return array
+        grown = np.zeros(max(size, 2 * array.shape[0]), dtype=array.dtype)
+        grown[: array.shape[0]] = array
+        return grown
+
+    def _row_for(self, user_id: uuid.UUID) -> int:
+        row = self.user_index.get(user_id)
+        if row is None:
+            row = self.user_ids.add(user_id)
+            self.user_count = self._grow(self.user_count, row + 1)
+            self.user_sq = self._grow(self.user_sq, row + 1)
+        return row
+
+    def _col_for(self, movie_id: uuid.UUID) -> int:
+        col = self.movie_index.get(movie_id)
+        if col is None:
+            col = self.movie_ids.add(movie_id)
+            self.movie_count = self._grow(self.movie_count, col + 1)
+            self.movie_sum = self._grow(self.movie_sum, col + 1)
+            self.movie_sq = self._grow(self.movie_sq, col + 1)
+        return col
+
+    def value(self, row: int, col: int) -> int:
+        """The live score (0 = none) of one viewer for one film."""
+        key = (row, col)
+        if key in self._overlay:
+            return self._overlay[key]
+        return self._base.value(row, col)
+
+    def apply(self, user_id: uuid.UUID, movie_id: uuid.UUID, score: int) -> bool:
+        """Set the newest state of one rating (score 0 = deleted); idempotent. True if it changed."""
+        row = self._row_for(user_id)
+        col = self._col_for(movie_id)
+        old = self.value(row, col)
+        if old == score:
+            return False
+        base = self._base.value(row, col)
+        key = (row, col)
+        if score == base:
+            del self._overlay[key]
+            self._overlay_by_user[row].pop(col, None)
+            self._overlay_by_movie[col].pop(row, None)
+        else:
+            self._set_overlay(row, col, score)
+        present = (score > 0) - (old > 0)
+        self.user_count[row] += present
+        self.user_sq[row] += score * score - old * old
+        self.movie_count[col] += present
+        self.movie_sum[col] += score - old
+        self.movie_sq[col] += score * score - old * old
+        self.version += 1
+        return True
+
+    def merge(self) -> int:
+        """Fold the overlay into a new base in one go (tests, the offline evaluation)."""
+        snapshot = self.merge_snapshot()
+        if snapshot is None:
+            return 0
+        self.install_merged(snapshot, build_merged(snapshot))
+        return len(snapshot.overlay)
+
+    def merge_snapshot(self) -> MergeSnapshot | None:
+        """What `build_merged` needs; taken in the event loop, like every other read."""
+        if not self._overlay:
+            return None
+        return MergeSnapshot(self._base, dict(self._overlay), self.n_users, self.n_movies)
+
+    def install_merged(self, snapshot: MergeSnapshot, new_base: _Base) -> None:
+        """Swap in the merged base; changes that arrived while it was built stay in the overlay."""
+        remaining = {k: v for k, v in self._overlay.items() if snapshot.overlay.get(k) != v}
+        self._base = new_base
+        self._overlay = {}
+        self._overlay_by_user = {}
+        self._overlay_by_movie = {}
+        for (row, col), score in remaining.items():
+            if new_base.value(row, col) != score:
+                self._set_overlay(row, col, score)
+
+    def _set_overlay(self, row: int, col: int, score: int) -> None:
+        self._overlay[(row, col)] = score
+        self._overlay_by_user.setdefault(row, {})[col] = score
+        self._overlay_by_movie.setdefault(col, {})[row] = score
+
+    def user_vector(self, row: int) -> tuple[IntArray, ScoreArray]:
+        """The live ratings of one viewer: film columns (sorted) and scores."""
+        cols, data = self._base.user_row(row)
+        changes = self._overlay_by_user.get(row)
+        if not changes:
+            return cols, data
+        merged = dict(zip(cols.tolist(), data.tolist(), strict=True))
+        merged.update(changes)
+        live = sorted((c, s) for c, s in merged.items() if s > 0)
+        return (
+            np.fromiter((c for c, _ in live), dtype=np.int32, count=len(live)),
+            np.fromiter((s for _, s in live), dtype=np.int8, count=len(live)),
+        )
+
+    def _gather_live(self, by_users: bool, rows: IntArray) -> tuple[IntArray, IntArray, FloatArray]:
+        """(position in `rows`, other index, score delta) for the live rows, overlay included.
+
+        Overlay entries are added as corrections (+new, -old), so sums over the result equal
+        sums over the live matrix without copying any row.
+        """
+        base = self._base
+        if by_users:
+            positions, others, data = _gather(base.u_indptr, base.u_indices, base.u_data, rows)
+            overlay = self._overlay_by_user
+        else:
+            positions, others, data = _gather(base.m_indptr, base.m_indices, base.m_data, rows)
+            overlay = self._overlay_by_movie
+        values = data.astype(np.float64)
+        extra_pos: list[int] = []
+        extra_other: list[int] = []
+        extra_value: list[float] = []
+        if overlay:
+            for position, row in enumerate(rows.tolist()):
+                for other, new in overlay.get(row, {}).items():
+                    old = base.value(row, other) if by_users else base.value(other, row)
+                    if old:
+                        extra_pos.append(position)
+                        extra_other.append(other)
+                        extra_value.append(-old)
+                    if new:
+                        extra_pos.append(position)
+                        extra_other.append(other)
+                        extra_value.append(new)
+        if extra_pos:
+            positions = np.concatenate([positions, np.asarray(extra_pos, dtype=np.int32)])
+            others = np.concatenate([others, np.asarray(extra_other, dtype=np.int32)])
+            values = np.concatenate([values, np.asarray(extra_value, dtype=np.float64)])
+        return positions, others, values
+
+    # ------------------------------------------------------------------ algorithms
+
+    def popular(self, strategy: Strategy) -> tuple[IntArray, FloatArray]:
+        """Film columns by Bayesian average score (best first) and those averages."""
+        cached = self._popular_cache
+        if cached is not None and cached[0] == self.version and cached[1] == strategy.prior_votes:
+            return cached[2], cached[3]
+        n = self.n_movies
+        count = self.movie_count[:n]
+        total = self.movie_sum[:n]
+        mean = float(total.sum() / count.sum()) if count.sum() else 0.0
+        bayes = (strategy.prior_votes * mean + total) / (strategy.prior_votes + count)
+        eligible = np.flatnonzero(count >= strategy.popular_min_ratings).astype(np.int32)
+        order = eligible[np.lexsort((eligible, -bayes[eligible]))]
+        self._popular_cache = (self.version, strategy.prior_votes, order, bayes)
+        return order, bayes
+
+    def neighbours(self, row: int, strategy: Strategy) -> tuple[IntArray, FloatArray]:
+        """The top-k most similar other viewers (rows) and their cosine similarity, best first."""
+        cols, scores = self.user_vector(row)
+        if cols.shape[0] == 0:
+            return _EMPTY_INT, np.zeros(0)
+        n_users = self.n_users
+        if strategy.binary_similarity:
+            own_norm = math.sqrt(cols.shape[0])
+        else:
+            own_norm = math.sqrt(float(np.sum(scores.astype(np.float64) ** 2)))
+        if cols.shape[0] > strategy.max_profile:
+            rarest = np.argpartition(self.movie_count[cols], strategy.max_profile)
+            keep = np.sort(rarest[: strategy.max_profile])
+            cols, scores = cols[keep], scores[keep]
+        if strategy.binary_similarity:
+            # 0/1 vectors: the dot product counts the films both rated.
+            dots = self._co_rating_counts(cols, n_users)
+            norms = np.sqrt(self.user_count[:n_users])
+        else:
+            positions, others, values = self._gather_live(False, cols)
+            dots = _sums(others, values * scores[positions], n_users)
+            norms = np.sqrt(self.user_sq[:n_users])
+        dots[row] = 0.0
+        candidates = np.flatnonzero(dots > 0).astype(np.int32)
+        sims = dots[candidates] / (norms[candidates] * own_norm)
+        k = strategy.neighbours
+        if candidates.shape[0] > k:
+            # Keep all that tie with the k-th so that the final order below is deterministic.
+            threshold = np.partition(sims, -k)[-k]
+            keep = sims >= threshold
+            candidates, sims = candidates[keep], sims[keep]
+        order = np.lexsort((candidates, -sims))[:k]
+        return candidates[order], sims[order]
+
+    def _co_rating_counts(self, cols: IntArray, n_users: int) -> FloatArray:
+        """How many of `cols` each viewer rated: the hot path, so slices and one bincount."""
+        base = self._base
+        known = cols[cols < base.n_movies]
+        starts = base.m_indptr[known].tolist()
+        ends = base.m_indptr[known + 1].tolist()
+        indices = base.m_indices
+        parts = [indices[a:b] for a, b in zip(starts, ends, strict=True)]
+        raters = np.concatenate(parts) if parts else _EMPTY_INT
+        dots = np.bincount(raters, minlength=n_users).astype(np.float64)
+        if self._overlay_by_movie:
+            for col in cols.tolist():
+                for other, new in self._overlay_by_movie.get(col, {}).items():
+                    dots[other] += (new > 0) - (base.value(other, col) > 0)
+        return dots
+
+    def recommend(
+        self,
+        user_id: uuid.UUID,
+        limit: int,
+        strategy: Strategy,
+        exclude: Iterable[uuid.UUID] = (),
+    ) -> Recommendation:
+        """Top `limit` films for one viewer, never one they rated or asked to exclude."""
+        row = self.user_index.get(user_id)
+        n_movies = self.n_movies
+        banned = np.zeros(n_movies, dtype=bool)
+        for movie_id in exclude:
+            col = self.movie_index.get(movie_id)
+            if col is not None:
+                banned[col] = True
+        picks: list[Pick] = []
+        strategy_name = STRATEGY_POPULAR
+        if row is not None:
+            rated, _ = self.user_vector(row)
+            banned[rated] = True
+            if rated.shape[0] >= strategy.min_ratings:
+                strategy_name = STRATEGY_NEIGHBOURS
+                picks = self._neighbour_picks(row, limit, strategy, banned)
+        if len(picks) < limit:
+            for pick in picks:
+                banned[self.movie_index.get(pick.movie_id)] = True
+            picks.extend(self._popular_picks(limit - len(picks), strategy, banned))
+        return Recommendation(user_id=user_id, picks=picks, strategy=strategy_name)
+
+    def _neighbour_picks(
+        self, row: int, limit: int, strategy: Strategy, banned: npt.NDArray[np.bool_]
+    ) -> list[Pick]:
+        neighbours, sims = self.neighbours(row, strategy)
+        if neighbours.shape[0] == 0:
+            return []
+        positions, cols, values = self._gather_live(True, neighbours)
+        n_movies = self.n_movies
+        present = np.sign(values)
+        votes = sims[positions] * (present if strategy.binary_votes else values)
+        score = np.bincount(cols, votes, minlength=n_movies)
+        count = np.bincount(cols, present, minlength=n_movies)
+        total = np.bincount(cols, values, minlength=n_movies)
+        candidates = np.flatnonzero((count > 0) & ~banned)
+        if candidates.shape[0] == 0:
+            return []
+        top = candidates[np.lexsort((candidates, -score[candidates]))[:limit]]
+        return [
+            Pick(
+                movie_id=self.movie_ids[col],
+                score=round(float(score[col]), 4),
+                source="neighbours",
+                neighbours=int(count[col]),
+                neighbour_mean_score=round(float(total[col] / count[col]), 2),
+                ratings=int(self.movie_count[col]),
+                mean_score=self._mean_score(col),
+            )
+            for col in top.tolist()
+        ]
+
+    def _mean_score(self, col: int) -> float | None:
+        count = self.movie_count[col]
+        return round(float(self.movie_sum[col] / count), 2) if count else None
+
+    def _popular_picks(
+        self, limit: int, strategy: Strategy, banned: npt.NDArray[np.bool_] | None = None
+    ) -> list[Pick]:
+        order, bayes = self.popular(strategy)
+        picks: list[Pick] = []
+        for col in order.tolist():
+            if len(picks) >= limit:
+                break
+            if banned is not None and banned[col]:
+                continue
+            picks.append(
+                Pick(
+                    movie_id=self.movie_ids[col],
+                    score=round(float(bayes[col]), 4),
+                    source="popular",
+                    neighbours=0,
+                    neighbour_mean_score=None,
+                    ratings=int(self.movie_count[col]),
+                    mean_score=self._mean_score(col),
+                )
+            )
+        return picks
+
+    def general(self, limit: int, strategy: Strategy) -> list[Pick]:
+        """Popular, well-rated films for anyone."""
+        return self._popular_picks(limit, strategy)
+
+    def similar_movies(
+        self, movie_id: uuid.UUID, limit: int, strategy: Strategy
+    ) -> list[SimilarMovie] | None:
+        """Films whose rating columns are most similar (cosine); None if the film is unknown."""
+        col = self.movie_index.get(movie_id)
+        if col is None:
+            return None
+        raters, scores = self._movie_vector(col)
+        if raters.shape[0] == 0:
+            return []
+        positions, others, values = self._gather_live(True, raters)
+        n_movies = self.n_movies
+        present = np.sign(values)
+        common = np.bincount(others, present, minlength=n_movies)
+        if strategy.binary_similarity:
+            dots = common
+            norms = np.sqrt(self.movie_count[:n_movies])
+            own_norm = math.sqrt(raters.shape[0])
+        else:
+            dots = np.bincount(others, values * scores[positions], minlength=n_movies)
+            norms = np.sqrt(self.movie_sq[:n_movies])
+            own_norm = math.sqrt(float(np.sum(scores.astype(np.float64) ** 2)))
+        dots[col] = 0.0
+        candidates = np.flatnonzero(dots > 0)
+        sims = dots[candidates] / (norms[candidates] * own_norm)
+        order = np.lexsort((candidates, -sims))[:limit]
+        return [
+            SimilarMovie(
+                movie_id=self.movie_ids[int(candidates[i])],
+                similarity=round(float(sims[i]), 4),
+                common_viewers=int(common[candidates[i]]),
+            )
+            for i in order.tolist()
+        ]
+
+    def _movie_vector(self, col: int) -> tuple[IntArray, ScoreArray]:
+        rows, data = self._base.movie_row(col)
+        changes = self._overlay_by_movie.get(col)
+        if not changes:
+            return rows, data
+        merged = dict(zip(rows.tolist(), data.tolist(), strict=True))
+        merged.update(changes)
+        live = sorted((r, s) for r, s in merged.items() if s > 0)
+        return (
+            np.fromiter((r for r, _ in live), dtype=np.int32, count=len(live)),
+            np.fromiter((s for _, s in live), dtype=np.int8, count=len(live)),
+        )
+
+    def user_ratings(self, user_id: uuid.UUID) -> list[tuple[uuid.UUID, int]]:
+        """What recom holds for one viewer, as (movie_id, score), in film-index order."""
+        row = self.user_index.get(user_id)
+        if row is None:
+            return []
+        cols, scores = self.user_vector(row)
+        return [(self.movie_ids[c], s) for c, s in zip(cols.tolist(), scores.tolist(), strict=True)]
+
+
+@dataclass(frozen=True, slots=True)
+class MergeSnapshot:
+    base: _Base
+    overlay: dict[tuple[int, int], int]
+    n_users: int
+    n_movies: int
+
+
+def build_merged(snapshot: MergeSnapshot) -> _Base:
+    """The base with the overlay folded in; pure numpy, so it can run in a worker thread."""
+    base, overlay = snapshot.base, snapshot.overlay
+    keys = np.array(list(overlay), dtype=np.int64).reshape(-1, 2)
+    values = np.fromiter(overlay.values(), dtype=np.int8, count=len(overlay))
+    rows = np.repeat(np.arange(base.n_users, dtype=np.int32), np.diff(base.u_indptr))
+    # Drop the base entries the overlay overrides, then add the overlay's live ones.
+    stale = np.isin(
+        rows.astype(np.int64) * snapshot.n_movies + base.u_indices,
+        keys[:, 0] * snapshot.n_movies + keys[:, 1],
+    )
+    live = values > 0
+    return _Base.build(
+        np.concatenate([rows[~stale], keys[live, 0].astype(np.int32)]),
+        np.concatenate([base.u_indices[~stale], keys[live, 1].astype(np.int32)]),
+        np.concatenate([base.u_data[~stale], values[live]]),
+        snapshot.n_users,
+        snapshot.n_movies,
+    )
+
+
+@dataclass(slots=True)
+class TitleCache:
+    """Film titles from the catalogue, kept in memory so requests never query for them."""
+
+    titles: dict[uuid.UUID, str] = field(default_factory=dict)
+
+    def get(self, movie_id: uuid.UUID) -> str | None:
+        return self.titles.get(movie_id)

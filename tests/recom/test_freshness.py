@@ -1,0 +1,107 @@
+"""A rating written to PostgreSQL reaches every recom process's picks within moments, deletions too."""
+
+import uuid
+
+import httpx
+
+from tests.recom.recommender_support import (
+    delete_rating,
+    hand_made_set,
+    put_ratings,
+    recom_client,
+)
+from tests.support import ServiceProcess, bearer, free_port, make_token, wait_for
+
+
+async def _picks(client: httpx.AsyncClient, user: uuid.UUID, token: str) -> list[str]:
+    response = await client.get(f"/recom/v1/user/{user}?limit=3", headers=bearer(token))
+    assert response.status_code == 200
+    return [r["movie_id"] for r in response.json()["recommendations"]]
+
+
+async def test_new_rating_removes_the_film_from_picks_and_shows_in_ratings() -> None:
+    users, movies, ratings = hand_made_set()
+    await put_ratings(ratings)
+    token = make_token(users["A"])
+    async with recom_client() as client:
+        assert await _picks(client, users["A"], token) == [
+            str(movies["m5"]),
+            str(movies["m4"]),
+            str(movies["m6"]),
+        ]
+        await put_ratings([(users["A"], movies["m5"], 9)])
+
+        async def rated() -> bool:
+            return str(movies["m5"]) not in await _picks(client, users["A"], token)
+
+        await wait_for(rated, timeout=5)
+        held = await client.get(f"/recom/v1/user/{users['A']}/ratings", headers=bearer(token))
+    assert {r["movie_id"]: r["score"] for r in held.json()["items"]}[str(movies["m5"])] == 9
+
+
+async def test_deleted_rating_leaves_neighbours_votes_and_own_ratings() -> None:
+    users, movies, ratings = hand_made_set()
+    await put_ratings(ratings)
+    token = make_token(users["A"])
+    async with recom_client() as client:
+        assert str(movies["m4"]) in await _picks(client, users["A"], token)
+        # B was the only viewer of m4; A takes back their rating of m1.
+        await delete_rating(users["B"], movies["m4"])
+        await delete_rating(users["A"], movies["m1"])
+
+        async def reflected() -> bool:
+            held = await client.get(f"/recom/v1/user/{users['A']}/ratings", headers=bearer(token))
+            own = {r["movie_id"] for r in held.json()["items"]}
+            return str(movies["m4"]) not in await _picks(client, users["A"], token) and (
+                str(movies["m1"]) not in own
+            )
+
+        await wait_for(reflected, timeout=5)
+
+
+async def test_two_recom_processes_both_see_a_rating_written_once() -> None:
+    users, movies, ratings = hand_made_set()
+    await put_ratings(ratings)
+    token = make_token(users["A"])
+    processes = [ServiceProcess("fastapi_recom.main:app", "recom") for _ in range(2)]
+    try:
+        for process in processes:
+            await process.start()
+        await put_ratings([(users["A"], movies["m6"], 3)])
+        async with httpx.AsyncClient(timeout=5) as client:
+            for process in processes:
+
+                async def seen(url: str = process.url) -> bool:
+                    held = await client.get(
+                        f"{url}/recom/v1/user/{users['A']}/ratings", headers=bearer(token)
+                    )
+                    return str(movies["m6"]) in {r["movie_id"] for r in held.json()["items"]}
+
+                await wait_for(seen, timeout=5)
+    finally:
+        for process in processes:
+            process.stop()
+
+
+async def test_picks_still_served_when_the_broker_is_unreachable() -> None:
+    users, movies, ratings = hand_made_set()
+    await put_ratings(ratings)
+    dead_broker = f"amqp://guest:guest@127.0.0.1:{free_port()}/t_rec"
+    process = ServiceProcess("fastapi_recom.main:app", "recom", env={"RABBITMQ_URL": dead_broker})
+    try:
+        await process.start(wait_ready=False)
+        async with httpx.AsyncClient(base_url=process.url, timeout=5) as client:
+
+            async def loaded() -> bool:
+                return (await client.get("/recom/v1/general")).status_code == 200
+
+            await wait_for(loaded, timeout=15)
+            ready = await client.get("/recom/ready")
+            response = await client.get(
+                f"/recom/v1/user/{users['A']}?limit=1", headers=bearer(make_token(users["A"]))
+            )
+    finally:
+        process.stop()
+    assert ready.status_code == 503
+    assert response.status_code == 200
+    assert [r["movie_id"] for r in response.json()["recommendations"]] == [str(movies["m5"])]

@@ -1,0 +1,219 @@
+"""The recommender's algorithms on hand-made rating sets whose answers are worked out by hand."""
+
+import math
+import random
+import uuid
+
+import pytest
+
+from fastapi_recom.recommender import (
+    STRATEGY_NEIGHBOURS,
+    STRATEGY_POPULAR,
+    RatingMatrix,
+    Strategy,
+)
+
+A, B, C, D, E = (uuid.UUID(int=i) for i in range(1, 6))
+M1, M2, M3, M4, M5, M6, M7 = (uuid.UUID(int=100 + i) for i in range(1, 8))
+
+# A rated m1 m2 m3. Binary cosine with A: B = 3/(sqrt3*sqrt4) = 0.8660 (m1 m2 m3 m4),
+# D = 2/(sqrt3*sqrt4) = 0.5774 (m2 m3 m5 m6), C = 1/(sqrt3*sqrt2) = 0.4082 (m1 m5),
+# E shares nothing with A (m6 only).
+RATINGS = [
+    (A, M1, 8),
+    (A, M2, 6),
+    (A, M3, 10),
+    (B, M1, 8),
+    (B, M2, 6),
+    (B, M3, 10),
+    (B, M4, 8),
+    (D, M2, 4),
+    (D, M3, 8),
+    (D, M5, 6),
+    (D, M6, 4),
+    (C, M1, 6),
+    (C, M5, 10),
+    (E, M6, 2),
+]
+BINARY = Strategy(neighbours=3, min_ratings=1, popular_min_ratings=1, prior_votes=2.0)
+SQRT3 = math.sqrt(3)
+
+
+def matrix() -> RatingMatrix:
+    return RatingMatrix.from_triples(RATINGS)
+
+
+def row_of(m: RatingMatrix, user: uuid.UUID) -> int:
+    row = m.user_index.get(user)
+    assert row is not None
+    return row
+
+
+def test_neighbours_are_ranked_by_binary_cosine() -> None:
+    m = matrix()
+    rows, sims = m.neighbours(row_of(m, A), BINARY)
+    assert [m.user_ids[r] for r in rows] == [B, D, C]
+    assert sims.tolist() == pytest.approx(
+        [3 / (SQRT3 * 2), 2 / (SQRT3 * 2), 1 / (SQRT3 * math.sqrt(2))]
+    )
+
+
+def test_neighbours_are_ranked_by_score_cosine_when_configured() -> None:
+    m = matrix()
+    strategy = Strategy(neighbours=3, binary_similarity=False, min_ratings=1)
+    rows, sims = m.neighbours(row_of(m, A), strategy)
+    a = math.sqrt(8**2 + 6**2 + 10**2)
+    b = math.sqrt(8**2 + 6**2 + 10**2 + 8**2)
+    d = math.sqrt(4**2 + 8**2 + 6**2 + 4**2)
+    c = math.sqrt(6**2 + 10**2)
+    expected = {B: 200 / (a * b), D: (6 * 4 + 10 * 8) / (a * d), C: 8 * 6 / (a * c)}
+    ranked = sorted(expected, key=lambda u: -expected[u])
+    assert [m.user_ids[r] for r in rows] == ranked
+    assert sims.tolist() == pytest.approx([expected[u] for u in ranked])
+
+
+def test_recommend_orders_films_by_summed_neighbour_similarity() -> None:
+    result = matrix().recommend(A, 3, BINARY)
+    assert result.strategy == STRATEGY_NEIGHBOURS
+    # m5: D + C; m4: B; m6: D.
+    assert [p.movie_id for p in result.picks] == [M5, M4, M6]
+    b, d, c = 3 / (SQRT3 * 2), 2 / (SQRT3 * 2), 1 / (SQRT3 * math.sqrt(2))
+    assert [p.score for p in result.picks] == [round(d + c, 4), round(b, 4), round(d, 4)]
+    assert [(p.neighbours, p.neighbour_mean_score) for p in result.picks] == [
+        (2, 8.0),
+        (1, 8.0),
+        (1, 4.0),
+    ]
+    assert result.picks[0].reason == "2 viewers with similar taste rated it, average 8.0/10"
+    assert result.picks[2].reason == "1 viewer with similar taste rated it, average 4.0/10"
+
+
+def test_recommend_weights_votes_by_score_when_configured() -> None:
+    strategy = Strategy(neighbours=3, binary_votes=False, min_ratings=1, popular_min_ratings=1)
+    result = matrix().recommend(A, 3, strategy)
+    b, d, c = 3 / (SQRT3 * 2), 2 / (SQRT3 * 2), 1 / (SQRT3 * math.sqrt(2))
+    assert [p.movie_id for p in result.picks] == [M5, M4, M6]
+    assert [p.score for p in result.picks] == [
+        round(6 * d + 10 * c, 4),
+        round(8 * b, 4),
+        round(4 * d, 4),
+    ]
+
+
+def test_recommend_tops_up_with_popular_films_when_neighbours_run_out() -> None:
+    result = matrix().recommend(
+        A, 3, Strategy(neighbours=1, min_ratings=1, popular_min_ratings=1, prior_votes=2.0)
+    )
+    # The only neighbour, B, offers m4; the rest comes from the Bayesian ranking of unrated films.
+    assert [p.source for p in result.picks] == ["neighbours", "popular", "popular"]
+    assert [p.movie_id for p in result.picks] == [M4, M5, M6]
+
+
+def test_general_ranks_by_bayesian_average_not_raw_mean() -> None:
+    # m7 has a single 10; m1 three 8s, 6 and 10 -> its Bayesian average beats m7's.
+    m = RatingMatrix.from_triples([*RATINGS, (E, M7, 10)])
+    strategy = Strategy(prior_votes=2.0, popular_min_ratings=1)
+    mean = sum(s for *_, s in [*RATINGS, (E, M7, 10)]) / (len(RATINGS) + 1)
+    bayes = {
+        M1: (2 * mean + 8 + 8 + 6) / 5,
+        M2: (2 * mean + 6 + 6 + 4) / 5,
+        M3: (2 * mean + 10 + 10 + 8) / 5,
+        M4: (2 * mean + 8) / 3,
+        M5: (2 * mean + 6 + 10) / 4,
+        M6: (2 * mean + 4 + 2) / 4,
+        M7: (2 * mean + 10) / 3,
+    }
+    expected = sorted(bayes, key=lambda movie: -bayes[movie])
+    picks = m.general(7, strategy)
+    assert [p.movie_id for p in picks] == expected
+    assert [p.score for p in picks] == [round(bayes[movie], 4) for movie in expected]
+    assert picks[0].movie_id == M3
+    assert picks[0].reason == "popular: 3 viewers rated it, average 9.3/10"
+
+
+def test_recommend_gives_popular_films_to_unknown_and_new_viewers() -> None:
+    m = matrix()
+    unknown = m.recommend(uuid.uuid4(), 2, BINARY)
+    assert unknown.strategy == STRATEGY_POPULAR
+    assert [p.movie_id for p in unknown.picks] == [p.movie_id for p in m.general(2, BINARY)]
+    m.apply(uuid.UUID(int=9), M3, 10)
+    newcomer = m.recommend(uuid.UUID(int=9), 3, Strategy(min_ratings=2, popular_min_ratings=1))
+    assert newcomer.strategy == STRATEGY_POPULAR
+    assert M3 not in [p.movie_id for p in newcomer.picks]
+
+
+def test_recommend_never_returns_rated_or_excluded_films() -> None:
+    result = matrix().recommend(A, 10, BINARY, exclude=[M5, uuid.uuid4()])
+    ids = [p.movie_id for p in result.picks]
+    assert ids == [M4, M6]
+    assert not {M1, M2, M3, M5} & set(ids)
+
+
+def test_similar_movies_ranks_by_column_cosine() -> None:
+    m = matrix()
+    # m1 raters {A, B, C}; m2 {A, B, D}: 2/3; m3 {A, B, D}: 2/3; m4 {B}: 1/sqrt3;
+    # m5 {D, C}: 1/sqrt6; m6 {D, E}: 0.
+    similar = m.similar_movies(M1, 10, BINARY)
+    assert similar is not None
+    assert [(s.movie_id, s.similarity, s.common_viewers) for s in similar] == [
+        (M2, round(2 / 3, 4), 2),
+        (M3, round(2 / 3, 4), 2),
+        (M4, round(1 / SQRT3, 4), 1),
+        (M5, round(1 / math.sqrt(6), 4), 1),
+    ]
+    assert m.similar_movies(uuid.uuid4(), 10, BINARY) is None
+
+
+def test_apply_is_idempotent_and_updates_statistics() -> None:
+    m = matrix()
+    assert m.apply(A, M4, 9) is True
+    assert m.apply(A, M4, 9) is False
+    assert m.user_count[row_of(m, A)] == 4
+    assert m.apply(A, M4, 0) is True
+    assert m.apply(A, M4, 0) is False
+    assert m.user_count[row_of(m, A)] == 3
+    assert m.overlay_size == 0
+    assert m.apply(A, M1, 0) is True
+    assert [movie for movie, _ in m.user_ratings(A)] == [M2, M3]
+
+
+@pytest.mark.parametrize("merge", [False, True])
+def test_overlay_gives_the_same_answers_as_a_rebuilt_matrix(merge: bool) -> None:
+    rng = random.Random(7)
+    users = [uuid.UUID(int=1000 + i) for i in range(40)]
+    movies = [uuid.UUID(int=5000 + i) for i in range(60)]
+    state = {(u, mv): rng.randint(1, 10) for u in users for mv in movies if rng.random() < 0.2}
+    live = RatingMatrix.from_triples((u, mv, s) for (u, mv), s in state.items())
+    # Changes, deletions, new viewers and new films, applied as the refresher would.
+    newcomers = [uuid.UUID(int=2000 + i) for i in range(5)]
+    new_movies = [uuid.UUID(int=6000 + i) for i in range(5)]
+    for _ in range(400):
+        key = (rng.choice(users + newcomers), rng.choice(movies + new_movies))
+        score = rng.choice([0, 0, *range(1, 11)])
+        live.apply(*key, score)
+        if score:
+            state[key] = score
+        else:
+            state.pop(key, None)
+    if merge:
+        assert live.merge() > 0
+        assert live.overlay_size == 0
+    rebuilt = RatingMatrix.from_triples((u, mv, s) for (u, mv), s in state.items())
+    for strategy in (
+        Strategy(neighbours=10, min_ratings=1, popular_min_ratings=1),
+        Strategy(neighbours=10, binary_similarity=False, binary_votes=False, min_ratings=1),
+    ):
+        for user in users[:10] + newcomers:
+            got = live.recommend(user, 10, strategy).picks
+            want = rebuilt.recommend(user, 10, strategy).picks
+            assert [p.score for p in got] == pytest.approx([p.score for p in want], abs=1e-4)
+            # Films tied on score may come in another order: index order differs.
+            last = want[-1].score
+            assert {p.movie_id for p in got if p.score > last + 1e-4} == {
+                p.movie_id for p in want if p.score > last + 1e-4
+            }
+        for movie in movies[:5] + new_movies[:2]:
+            got_similar = live.similar_movies(movie, 5, strategy) or []
+            want_similar = rebuilt.similar_movies(movie, 5, strategy) or []
+            assert [s.similarity for s in got_similar] == [s.similarity for s in want_similar]
+    assert sorted(live.user_ratings(users[0])) == sorted(rebuilt.user_ratings(users[0]))
