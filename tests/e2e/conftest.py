@@ -142,6 +142,8 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
         # The catalogue flows from the content database through the real ETL.
         "ETL_ENABLED": "true",
         "ETL_INTERVAL": "1",
+        # Every request publishes its picks, so the story can ask for them again.
+        "RECOM_PUBLISH_REPEAT_SECONDS": "0",
     }
     processes = {name: ServiceProcess(app, name, env=env) for name, app in APPS.items()}
     env.update({f"{name.upper()}_PORT": str(p.port) for name, p in processes.items()})

@@ -88,8 +88,12 @@ async def test_database_outage_answers_503_then_recovers_without_loss(suite: Sui
         movie_id = uuid.uuid4()
         suite.postgres.cut()
         try:
-            reading = await client.get(f"/recom/v1/user/{user_id}/ratings", headers=bearer(token))
-            assert reading.status_code == 503
+            catalogue = await client.get("/recom/v1/movies")
+            assert catalogue.status_code == 503
+            assert catalogue.json() == {"detail": "SERVICE_UNAVAILABLE"}
+            # Picks come from the recommender's in-memory matrix, so they keep being served.
+            picks = await client.get(f"/recom/v1/user/{user_id}", headers=bearer(token))
+            assert picks.status_code == 200
             login = await client.post(
                 "/auth/v1/jwt/login", data={"username": "nobody@example.com", "password": "x" * 12}
             )
