@@ -1,7 +1,7 @@
 """Latency, throughput, freshness, memory and start-up of GET /recom/v1/user/{id} through nginx.
 
 Loads (a) MovieLens-100K or (b) a synthetic long-tailed set of ~10 M ratings into a database of
-its own (`recom<suffix>`, default suffix `_bench_rec`), starts recom with two uvicorn workers
+its own (`recom_bench_<dataset>`), starts recom with two uvicorn workers
 behind the project's nginx template, and drives it with a small keep-alive HTTP client:
 
     .venv/bin/python -m bench.latency --dataset ml100k
@@ -520,7 +520,9 @@ def main() -> None:
     )
     parser.add_argument("--dataset", choices=["ml100k", "synthetic"], default="ml100k")
     parser.add_argument("--ratings", type=int, default=10_000_000)
-    parser.add_argument("--suffix", default="_bench_rec")
+    parser.add_argument(
+        "--suffix", help="database suffix; default _bench_<dataset>, one database per set"
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--trials", type=int, default=20)
@@ -528,6 +530,7 @@ def main() -> None:
         "--skip-load", action="store_true", help="reuse the synthetic set already loaded"
     )
     args = parser.parse_args()
+    args.suffix = args.suffix or f"_bench_{args.dataset}"
     print(
         f"machine: {os.cpu_count()} cores, "
         f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GB, "
