@@ -1,6 +1,6 @@
 """Chat socket fan-out: N sockets through nginx, M pushed recommendations, publish-to-frame latency.
 
-Run: .venv/bin/python -m bench.ws [--sockets 1000] [--messages 10000] [--rate 500] [--processes 2]
+Run: .venv/bin/python -m bench.ws [--sockets 1000] [--messages 10000] [--rate 100] [--processes 2]
 It starts its own fastapi_ws processes and an nginx in front of them, on free ports, against the
 test environment (own databases, RabbitMQ vhost and Redis db), and stops them all at the end.
 """
@@ -245,7 +245,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sockets", type=int, default=1000)
     parser.add_argument("--messages", type=int, default=10_000)
-    parser.add_argument("--rate", type=float, default=500.0, help="events published per second")
+    parser.add_argument("--rate", type=float, default=100.0, help="events published per second")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--prefetch", type=int, default=0, help="override CHAT_CONSUMER_PREFETCH")
     parser.add_argument("--drain-timeout", type=float, default=60.0)

@@ -26,9 +26,10 @@ class Settings(ServiceSettings):
     chat_send_queue: int = 256
     # Longest chat message accepted (characters).
     chat_max_text: int = 2000
-    # Unacknowledged events handled at once per process; 1 applies one room's events in the
-    # order they were published (aio-pika runs the callbacks of prefetched messages concurrently).
-    chat_consumer_prefetch: int = 1
+    # Events handled at once per process (aio-pika runs prefetched callbacks concurrently). Two
+    # events of one room in flight together may take their seq in either order; each socket
+    # still gets every message once, in seq order. 1 keeps publish order (a single consumer).
+    chat_consumer_prefetch: int = 8
     # A recommendations push identical to the previous one within this many seconds is dropped.
     chat_dedup_window: float = 600.0
 

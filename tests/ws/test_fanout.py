@@ -42,9 +42,11 @@ async def test_every_tab_receives_every_message(
     await publish_event(publisher, create_recommendations(user_id, ("Alien",)))
 
     for tab in tabs:
-        chat, picks = await tab.message(), await tab.message()
-        assert (chat["seq"], chat["body"]) == (2, "from tab one")
-        assert (picks["seq"], titles_of(picks)) == (3, ["Alien"])
+        frames = [await tab.message(), await tab.message()]
+        assert [f["seq"] for f in frames] == [2, 3]
+        by_kind = {f["kind"]: f for f in frames}
+        assert by_kind["chat"]["body"] == "from tab one"
+        assert titles_of(by_kind["recommendations"]) == ["Alien"]
         await tab.close()
 
 
