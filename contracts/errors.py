@@ -6,13 +6,18 @@ import logging
 from typing import ClassVar
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from redis.exceptions import RedisError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger(__name__)
+
+# FastAPI's words for a body it could not decode.
+UNPARSABLE_BODY = "There was an error parsing the body"
 
 # A database or Redis that is down or too slow is a 503 with Retry-After, never a 500.
 DEPENDENCY_ERRORS: tuple[type[Exception], ...] = (
@@ -61,6 +66,19 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=DependencyUnavailable.headers,
         )
 
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400 and exc.detail == UNPARSABLE_BODY:
+            # A body that is not JSON (or not a form) is invalid input like any other: 422.
+            error = {
+                "loc": ["body"],
+                "msg": "The body could not be parsed",
+                "type": "body_unparsable",
+            }
+            return JSONResponse({"detail": "VALIDATION_ERROR", "errors": [error]}, status_code=422)
+        return await http_exception_handler(request, exc)
+
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(ServiceError, on_service_error)
     for exc_type in DEPENDENCY_ERRORS:
         app.add_exception_handler(exc_type, on_dependency_down)

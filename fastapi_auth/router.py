@@ -40,13 +40,21 @@ def without(router: APIRouter, *names: str) -> APIRouter:
     return router
 
 
+# The gateway rate-limits these routes per client address (nginx `limit_req`) and this service
+# throttles failed logins; both answer 429 with Retry-After.
+THROTTLED_ROUTES = {
+    f"auth:{auth_backend.name}.login": "Too many failed logins for this account or address, "
+    f"or too many attempts through the gateway (`{LOGIN_THROTTLED}` or `TOO_MANY_REQUESTS`)",
+    "register:register": "Too many sign-ups from this address through the gateway "
+    "(`TOO_MANY_REQUESTS`)",
+}
+
+
 def _add_throttle_response(router: APIRouter) -> APIRouter:
     for route in router.routes:
-        if isinstance(route, APIRoute) and route.name == f"auth:{auth_backend.name}.login":
+        if isinstance(route, APIRoute) and route.name in THROTTLED_ROUTES:
             route.responses[status.HTTP_429_TOO_MANY_REQUESTS] = {
-                "description": "Too many failed logins for this account or address; "
-                "retry after `Retry-After` seconds",
-                "content": {"application/json": {"example": {"detail": LOGIN_THROTTLED}}},
+                "description": THROTTLED_ROUTES[route.name] + "; retry after `Retry-After` s",
             }
     return router
 
@@ -63,7 +71,8 @@ def notice_page(status_code: int, title: str, message: str) -> HTMLResponse:
 
 router = APIRouter(prefix=PREFIX)
 router.include_router(
-    fastapi_users.get_register_router(UserRead, UserCreate), tags=["registration"]
+    _add_throttle_response(fastapi_users.get_register_router(UserRead, UserCreate)),
+    tags=["registration"],
 )
 router.include_router(
     _add_throttle_response(fastapi_users.get_auth_router(auth_backend)),

@@ -108,7 +108,7 @@ async def get_user_ratings(
     claims: CurrentUser,
     matrix: MatrixDep,
     store: StoreDep,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     size: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> Response:
     if not claims.may_act_for(user_id):

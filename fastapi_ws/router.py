@@ -72,7 +72,7 @@ async def list_rooms(
     session: SessionDep,
     _: SuperUser,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> list[Room]:
     return list(await service.list_rooms(session, limit=limit, offset=offset))
 
@@ -91,7 +91,7 @@ async def read_room_messages(
     user_id: uuid.UUID,
     session: SessionDep,
     claims: CurrentUser,
-    after_seq: Annotated[int | None, Query(ge=0)] = None,
+    after_seq: Annotated[int | None, Query(ge=0, le=1_000_000_000)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[Any]:
     if not claims.may_act_for(user_id):

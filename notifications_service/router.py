@@ -89,7 +89,7 @@ async def read_history(
     session: SessionDep,
     claims: CurrentUser,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> HistoryRead:
     rows = await service.history(session, claims.user_id, limit=limit, offset=offset)
     return HistoryRead(items=[DeliveryRead.model_validate(row) for row in rows])
