@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -14,8 +15,10 @@ from email.message import Message
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
+import redis
 from aiosmtpd.controller import Controller
 
 from scripts import bootstrap
@@ -114,6 +117,13 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
         "RABBITMQ_URL": rabbit._replace(path=f"/{E2E_VHOST}").geturl(),
         "REDIS_URL": E2E_REDIS,
     }
+    # A clean start: nothing from an earlier run (users, passwords, queued events) leaks in.
+    asyncio.run(_drop_databases(base))
+    if shutil.which("rabbitmqctl"):
+        subprocess.run(
+            ["rabbitmqctl", "-q", "delete_vhost", E2E_VHOST], capture_output=True, check=False
+        )
+    redis.Redis.from_url(E2E_REDIS).flushdb()
     bootstrap.ensure_vhost({**base, **direct})
     bootstrap.ensure_databases({**base, **direct})
     bootstrap.migrate({**os.environ, **direct})
@@ -170,6 +180,21 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
         mail.stop()
         postgres.close()
         rabbitmq.close()
+
+
+async def _drop_databases(env: dict[str, str]) -> None:
+    conn = await asyncpg.connect(
+        host=env.get("POSTGRES_HOST", "127.0.0.1"),
+        port=int(env.get("POSTGRES_PORT", 5432)),
+        user=env.get("POSTGRES_USER", "postgres"),
+        password=env.get("POSTGRES_PASSWORD") or None,
+        database="postgres",
+    )
+    try:
+        for name in [*bootstrap.DB_SERVICES.values(), bootstrap.CONTENT_DB]:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}{E2E_SUFFIX}" WITH (FORCE)')
+    finally:
+        await conn.close()
 
 
 async def _start_all(processes: dict[str, ServiceProcess]) -> None:
