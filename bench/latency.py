@@ -488,13 +488,17 @@ async def main_async(args: argparse.Namespace) -> None:
         random.Random(1).shuffle(requests)
         await drive(gateway_port, requests, 8, 3)  # warm-up
         print(f"load average before measuring: {os.getloadavg()[0]:.2f}")
+        runs: dict[int, tuple[list[float], float]] = {}
         for concurrency, seconds in (
+            (1, args.seconds / 4),
             (8, args.seconds),
+            (16, args.seconds / 2),
             (32, args.seconds / 2),
             (64, args.seconds / 2),
         ):
             cpu_before = cpu_seconds(recom.pid)
             latencies, errors = await drive(gateway_port, requests, concurrency, seconds)
+            runs[concurrency] = (latencies, seconds)
             report(f"{concurrency} concurrent clients", latencies, errors, seconds)
             used = cpu_seconds(recom.pid) - cpu_before
             print(f"{'':28} recom workers' CPU: {used / len(latencies) * 1000:.2f} ms per request")
@@ -503,6 +507,8 @@ async def main_async(args: argparse.Namespace) -> None:
             + ", ".join(f"{v:.0f} MB" for v in worker_rss(recom.pid))
         )
         await freshness(gateway_port, env, tokens, args.trials)
+        if args.plot:
+            plot(runs, args.plot, args.dataset)
     finally:
         recom.send_signal(signal.SIGTERM)
         nginx.send_signal(signal.SIGQUIT)
@@ -512,6 +518,46 @@ async def main_async(args: argparse.Namespace) -> None:
             recom.kill()
         nginx.wait(10)
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def plot(runs: dict[int, tuple[list[float], float]], prefix: Path, dataset: str) -> None:
+    """Latency distribution at 8 clients and throughput against concurrent clients, as PNGs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    latencies_ms = np.array(runs[8][0]) * 1000
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.hist(
+        latencies_ms,
+        bins=list(
+            np.logspace(np.log10(max(latencies_ms.min(), 0.5)), np.log10(latencies_ms.max()), 60)
+        ),
+    )
+    ax.set_xscale("log")
+    for p in (50, 95, 99):
+        ax.axvline(np.percentile(latencies_ms, p), linestyle="--", color="grey")
+        ax.text(np.percentile(latencies_ms, p), ax.get_ylim()[1] * 0.9, f"p{p}", rotation=90)
+    ax.set_xlabel("GET /recom/v1/user/{id} through nginx, ms (8 clients)")
+    ax.set_ylabel("requests")
+    ax.set_title(f"Latency distribution ({dataset})")
+    fig.tight_layout()
+    fig.savefig(f"{prefix}_latency.png", dpi=120)
+    clients = sorted(runs)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(clients, [len(runs[c][0]) / runs[c][1] for c in clients], marker="o", label="req/s")
+    ax.set_xlabel("concurrent clients")
+    ax.set_ylabel("requests per second")
+    ax2 = ax.twinx()
+    p99 = [float(np.percentile(runs[c][0], 99)) * 1000 for c in clients]
+    ax2.plot(clients, p99, marker="s", color="tab:red", label="p99 ms")
+    ax2.set_ylabel("p99 latency, ms")
+    ax.set_title(f"Throughput against concurrent clients ({dataset})")
+    fig.tight_layout()
+    fig.savefig(f"{prefix}_throughput.png", dpi=120)
+    print(f"saved {prefix}_latency.png and {prefix}_throughput.png")
 
 
 def main() -> None:
@@ -526,6 +572,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument(
+        "--plot", type=Path, help="save <PLOT>_latency.png and <PLOT>_throughput.png"
+    )
     parser.add_argument(
         "--skip-load", action="store_true", help="reuse the synthetic set already loaded"
     )

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse
+from prometheus_client import Gauge
 from sqlalchemy.exc import SQLAlchemyError
 
 from contracts.errors import DEPENDENCY_ERRORS
@@ -36,6 +37,8 @@ from fastapi_ws.protocol import PONG, CloseCode, error_frame, history_frame, mes
 from fastapi_ws.schemas import MessageRead, RoomRead
 
 logger = logging.getLogger(__name__)
+
+SOCKETS_OPEN = Gauge("ws_sockets_open", "Chat sockets open in this process")
 
 STATIC_DIR = Path(__file__).parent / "static"
 # The page loads only its own script and style and talks only to its own origin.
@@ -232,6 +235,7 @@ async def chat_connect(websocket: WebSocket) -> None:
         await websocket.close(code=CloseCode.FORBIDDEN)
         return
     await websocket.accept()
+    SOCKETS_OPEN.inc()
     conn: Connection | None = None
     try:
         claims, room_user_id, last_seq = await authenticate(
@@ -284,6 +288,7 @@ async def chat_connect(websocket: WebSocket) -> None:
         # Starlette's answer to receiving on a socket the server already closed.
         pass
     finally:
+        SOCKETS_OPEN.dec()
         if conn is not None:
             hub.leave(conn)
             await conn.stop()

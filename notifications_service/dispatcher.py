@@ -14,6 +14,7 @@ import asyncio
 import logging
 from contextlib import suppress
 
+from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from contracts.errors import DEPENDENCY_ERRORS
@@ -24,6 +25,10 @@ from notifications_service.mailer import PermanentFailure, SmtpConnection, Tempo
 from notifications_service.models import Delivery, DeliveryStatus
 
 logger = logging.getLogger(__name__)
+
+EMAILS = Counter(
+    "notifications_emails_total", "E-mails handed to SMTP, by kind and outcome", ["kind", "outcome"]
+)
 
 
 class Dispatcher:
@@ -78,6 +83,7 @@ class Dispatcher:
                     await db.execute(
                         service.finish(delivery.delivery_id, DeliveryStatus.FAILED, str(exc))
                     )
+                    EMAILS.labels(str(delivery.kind), "failed").inc()
                     continue
                 except TemporaryFailure as exc:
                     logger.info("delivery %s deferred: %s", delivery.dedup_key, exc)
@@ -89,3 +95,4 @@ class Dispatcher:
                         await db.execute(service.postpone(rest, retry_at or utcnow()))
                     return
                 await db.execute(service.finish(delivery.delivery_id, DeliveryStatus.SENT))
+                EMAILS.labels(str(delivery.kind), "sent").inc()
