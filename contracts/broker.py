@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import contextmanager
 
+from faststream.exceptions import RejectMessage
 from faststream.rabbit import (
     Channel,
     ExchangeType,
@@ -15,6 +17,7 @@ from faststream.rabbit import (
 )
 from faststream.rabbit.schemas.queue import QueueType
 from pamqp.commands import Basic
+from prometheus_client import Counter
 
 from contracts.events import Event
 
@@ -25,6 +28,27 @@ DEAD_EXCHANGE = RabbitExchange("cinema.dead", type=ExchangeType.DIRECT, durable=
 
 # A failing message is retried this many times before it is dead-lettered.
 DEFAULT_DELIVERY_LIMIT = 5
+
+
+EVENTS_CONSUMED = Counter(
+    "events_consumed_total",
+    "Events taken from a queue, by outcome (handled, dead_lettered, failed)",
+    ["queue", "outcome"],
+)
+
+
+@contextmanager
+def consumption_metered(queue_name: str) -> Iterator[None]:
+    """Count one event of `queue_name` by how its handler ended (the exception still propagates)."""
+    try:
+        yield
+    except RejectMessage:
+        EVENTS_CONSUMED.labels(queue_name, "dead_lettered").inc()
+        raise
+    except Exception:
+        EVENTS_CONSUMED.labels(queue_name, "failed").inc()
+        raise
+    EVENTS_CONSUMED.labels(queue_name, "handled").inc()
 
 
 class PublishFailed(Exception):

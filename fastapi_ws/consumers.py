@@ -12,7 +12,7 @@ from faststream.rabbit import RabbitBroker, RabbitMessage
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from contracts.broker import consumer_queue, declare_topology
+from contracts.broker import consumer_queue, consumption_metered, declare_topology
 from contracts.events import (
     Event,
     RecommendationsGenerated,
@@ -134,8 +134,9 @@ def register_consumers(broker: RabbitBroker, app: FastAPI, settings: Settings) -
 
     @broker.subscriber(consumer_queue(QUEUE), ack_policy=AckPolicy.NACK_ON_ERROR)
     async def consume_ws_event(message: RabbitMessage) -> None:
-        event = parse_event(message)
-        await handle_event(event, app.state.sessionmaker, app.state.hub, settings)
+        with consumption_metered(QUEUE):
+            event = parse_event(message)
+            await handle_event(event, app.state.sessionmaker, app.state.hub, settings)
 
 
 async def declare_ws_topology(broker: RabbitBroker) -> None:

@@ -15,7 +15,7 @@ from faststream.rabbit.annotations import RabbitMessage
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from contracts.broker import consumer_queue
+from contracts.broker import consumer_queue, consumption_metered
 from contracts.errors import DEPENDENCY_ERRORS
 from contracts.events import (
     Event,
@@ -77,10 +77,11 @@ def register_consumers(
     # delivery limit, after which RabbitMQ dead-letters it.
     @broker.subscriber(consumer_queue(QUEUE), ack_policy=AckPolicy.NACK_ON_ERROR)
     async def consume_event(message: RabbitMessage) -> None:
-        event = parse_event(message.raw_message.routing_key or "", message.body)
-        queued = await _with_patience(
-            lambda: _apply(sessionmaker(), event, settings), settings.consumer_patience_seconds
-        )
+        with consumption_metered(QUEUE):
+            event = parse_event(message.raw_message.routing_key or "", message.body)
+            queued = await _with_patience(
+                lambda: _apply(sessionmaker(), event, settings), settings.consumer_patience_seconds
+            )
         if queued:
             on_queued()
 

@@ -209,6 +209,15 @@ def migrate(env: dict[str, str]) -> None:
     say("migrations applied: " + ", ".join(DB_SERVICES))
 
 
+def reset_vhost(env: dict[str, str]) -> None:
+    """Drop the test virtual host with its queues, so a run never inherits another's backlog."""
+    vhost = urlsplit(env["RABBITMQ_URL"]).path.lstrip("/")
+    if vhost and shutil.which("rabbitmqctl") is not None:
+        subprocess.run(
+            ["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, check=False
+        )
+
+
 def ensure_vhost(env: dict[str, str]) -> None:
     """Tests use a virtual host of their own so they never touch a running suite's queues."""
     vhost = urlsplit(env["RABBITMQ_URL"]).path.lstrip("/")

@@ -15,6 +15,7 @@ def pytest_configure(config: object) -> None:
         return
     env = bootstrap.load_env()
     bootstrap.check_dependencies(env)
+    bootstrap.reset_vhost(env)
     bootstrap.ensure_vhost(env)
     bootstrap.ensure_databases(env)
     bootstrap.migrate(env)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -119,10 +118,7 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
     }
     # A clean start: nothing from an earlier run (users, passwords, queued events) leaks in.
     asyncio.run(_drop_databases(base))
-    if shutil.which("rabbitmqctl"):
-        subprocess.run(
-            ["rabbitmqctl", "-q", "delete_vhost", E2E_VHOST], capture_output=True, check=False
-        )
+    bootstrap.reset_vhost({**base, **direct})
     redis.Redis.from_url(E2E_REDIS).flushdb()
     bootstrap.ensure_vhost({**base, **direct})
     bootstrap.ensure_databases({**base, **direct})

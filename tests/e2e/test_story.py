@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from fastapi_recom import movielens
 from tests.e2e.conftest import Suite
@@ -170,8 +171,27 @@ async def test_readme_story_from_sign_up_to_picks_in_room_and_inbox(
             assert opted_out.status_code == 200, opted_out.text
             now = await client.get("/notifications/v1/preferences", headers=bearer(token))
             assert now.json()["subscribed"] is False
+
+            # What happened shows in the services' Prometheus metrics.
+            ws_metrics = await metric_samples(client, "/ws/metrics")
+            assert ws_metrics[("events_consumed_total", "handled")] >= 2
+            assert ws_metrics[("ws_sockets_open", "")] >= 1
+            mail_metrics = await metric_samples(client, "/notifications/metrics")
+            assert mail_metrics[("notifications_emails_total", "sent")] >= 2
         finally:
             await room.close()
+
+
+async def metric_samples(client: httpx.AsyncClient, path: str) -> dict[tuple[str, str], float]:
+    """Sample values summed by (name, outcome label) from one service's /metrics."""
+    answer = await client.get(path)
+    assert answer.status_code == 200
+    totals: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(answer.text):
+        for sample in family.samples:
+            key = (sample.name, sample.labels.get("outcome", ""))
+            totals[key] = totals.get(key, 0.0) + sample.value
+    return totals
 
 
 async def fresh_picks(
