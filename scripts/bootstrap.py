@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 from string import Template
+from typing import Any
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,10 +151,10 @@ def check_dependencies(env: dict[str, str]) -> None:
 # ---------------------------------------------------------------- databases
 
 
-async def _ensure_databases(env: dict[str, str], names: list[str]) -> None:
+async def _admin_connection(env: dict[str, str]) -> Any:
     import asyncpg
 
-    conn = await asyncpg.connect(
+    return await asyncpg.connect(
         host=env.get("POSTGRES_HOST", "127.0.0.1"),
         port=int(env.get("POSTGRES_PORT", 5432)),
         user=env.get("POSTGRES_USER", "postgres"),
@@ -161,6 +162,15 @@ async def _ensure_databases(env: dict[str, str], names: list[str]) -> None:
         database="postgres",
         timeout=5,
     )
+
+
+def database_names(env: dict[str, str]) -> list[str]:
+    suffix = env.get("POSTGRES_DB_SUFFIX", "")
+    return [db + suffix for db in [*DB_SERVICES.values(), CONTENT_DB]]
+
+
+async def _ensure_databases(env: dict[str, str], names: list[str]) -> None:
+    conn = await _admin_connection(env)
     try:
         existing = {r["datname"] for r in await conn.fetch("SELECT datname FROM pg_database")}
         for name in names:
@@ -171,10 +181,22 @@ async def _ensure_databases(env: dict[str, str], names: list[str]) -> None:
         await conn.close()
 
 
+async def _drop_databases(env: dict[str, str], names: list[str]) -> None:
+    conn = await _admin_connection(env)
+    try:
+        for name in names:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
 def ensure_databases(env: dict[str, str]) -> None:
-    suffix = env.get("POSTGRES_DB_SUFFIX", "")
-    names = [db + suffix for db in [*DB_SERVICES.values(), CONTENT_DB]]
-    asyncio.run(_ensure_databases(env, names))
+    asyncio.run(_ensure_databases(env, database_names(env)))
+
+
+def drop_databases(env: dict[str, str]) -> None:
+    """Drop every database of the suite for `POSTGRES_DB_SUFFIX` (tests start from nothing)."""
+    asyncio.run(_drop_databases(env, database_names(env)))
 
 
 def migrate(env: dict[str, str]) -> None:

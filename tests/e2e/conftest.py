@@ -14,7 +14,6 @@ from email.message import Message
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 import redis
@@ -117,7 +116,7 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
         "REDIS_URL": E2E_REDIS,
     }
     # A clean start: nothing from an earlier run (users, passwords, queued events) leaks in.
-    asyncio.run(_drop_databases(base))
+    bootstrap.drop_databases({**base, **direct})
     bootstrap.reset_vhost({**base, **direct})
     redis.Redis.from_url(E2E_REDIS).flushdb()
     bootstrap.ensure_vhost({**base, **direct})
@@ -176,21 +175,6 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
         mail.stop()
         postgres.close()
         rabbitmq.close()
-
-
-async def _drop_databases(env: dict[str, str]) -> None:
-    conn = await asyncpg.connect(
-        host=env.get("POSTGRES_HOST", "127.0.0.1"),
-        port=int(env.get("POSTGRES_PORT", 5432)),
-        user=env.get("POSTGRES_USER", "postgres"),
-        password=env.get("POSTGRES_PASSWORD") or None,
-        database="postgres",
-    )
-    try:
-        for name in [*bootstrap.DB_SERVICES.values(), bootstrap.CONTENT_DB]:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}{E2E_SUFFIX}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 async def _start_all(processes: dict[str, ServiceProcess]) -> None:
