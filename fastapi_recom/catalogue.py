@@ -11,16 +11,11 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from contracts.errors import ServiceError
 from contracts.resources import SessionDep
+from fastapi_recom.errors import MovieNotFound
 from fastapi_recom.models import Genre, Movie, MovieGenre, MoviePerson, Person
 
 ROLES = ("actor", "director", "writer")
-
-
-class MovieNotFound(ServiceError):
-    status_code = 404
-    code = "MOVIE_NOT_FOUND"
 
 
 class GenreRead(BaseModel):
