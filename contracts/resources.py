@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 from faststream.rabbit import RabbitBroker
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.app import ReadinessCheck
@@ -17,6 +17,19 @@ from contracts.db import make_engine, make_sessionmaker
 from contracts.probes import check_broker, check_postgres, check_redis
 from contracts.settings import ServiceSettings
 from contracts.tokens import TokenVerifier
+
+
+def make_redis(settings: ServiceSettings) -> Redis:
+    """A client on a blocking pool: past `redis_max_connections` a caller waits (up to 2 s) for
+    a free connection instead of failing at once, as redis-py's default pool does."""
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=2,
+        socket_timeout=2,
+        socket_connect_timeout=2,
+    )
+    return Redis(connection_pool=pool)
 
 
 @asynccontextmanager
@@ -29,7 +42,7 @@ async def open_resources(
     broker_setup: Callable[[], Awaitable[None]] | None = None,
 ) -> AsyncIterator[None]:
     """Open Redis, the broker and (if owned) the database; put them on `app.state`; close them."""
-    redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    redis = make_redis(settings)
     app.state.redis = redis
     app.state.token_verifier = TokenVerifier(settings.public_key_pem, settings.jwt_audience, redis)
     app.state.broker = broker or make_broker(settings.rabbitmq_url.get_secret_value())
@@ -48,7 +61,7 @@ async def open_resources(
         await app.state.broker.stop()
         if engine is not None:
             await engine.dispose()
-        await redis.aclose()
+        await redis.aclose(close_connection_pool=True)
 
 
 def standard_checks(*, database: bool) -> dict[str, ReadinessCheck]:

@@ -37,6 +37,7 @@ class ServiceSettings(BaseSettings):
 
     rabbitmq_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_max_connections: int = 200
 
     jwt_public_key: SecretStr = SecretStr("")
     jwt_audience: str = "fastapi-users:auth"
