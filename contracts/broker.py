@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
 from faststream.exceptions import RejectMessage
@@ -18,6 +18,7 @@ from faststream.rabbit import (
 from faststream.rabbit.schemas.queue import QueueType
 from pamqp.commands import Basic
 from prometheus_client import Counter
+from pydantic import ValidationError
 
 from contracts.events import Event
 
@@ -49,6 +50,20 @@ def consumption_metered(queue_name: str) -> Iterator[None]:
         EVENTS_CONSUMED.labels(queue_name, "failed").inc()
         raise
     EVENTS_CONSUMED.labels(queue_name, "handled").inc()
+
+
+def decode_event(event_types: Mapping[str, type[Event]], routing_key: str, body: bytes) -> Event:
+    """The event a consumer expects under `routing_key`, or RejectMessage: an unknown key or a
+    malformed body goes to the dead-letter queue at once, since retrying cannot help."""
+    event_type = event_types.get(routing_key)
+    if event_type is None:
+        logger.error("unexpected routing key %r: dead-lettered", routing_key)
+        raise RejectMessage
+    try:
+        return event_type.model_validate_json(body)
+    except ValidationError as exc:
+        logger.error("malformed %s dead-lettered: %s", routing_key, exc.errors()[:3])
+        raise RejectMessage from exc
 
 
 class PublishFailed(Exception):

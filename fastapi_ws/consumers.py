@@ -7,12 +7,10 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 from faststream import AckPolicy
-from faststream.exceptions import RejectMessage
 from faststream.rabbit import RabbitBroker, RabbitMessage
-from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from contracts.broker import consumer_queue, consumption_metered, declare_topology
+from contracts.broker import consumer_queue, consumption_metered, declare_topology, decode_event
 from contracts.events import (
     Event,
     RecommendationsGenerated,
@@ -89,20 +87,6 @@ async def apply_recommendations(
     return [*created, message]
 
 
-def parse_event(message: RabbitMessage) -> Event:
-    routing_key = message.raw_message.routing_key or ""
-    event_type = EVENT_TYPES.get(routing_key)
-    if event_type is None:
-        logger.error("unexpected routing key %r on %s: dead-lettered", routing_key, QUEUE)
-        raise RejectMessage
-    try:
-        return event_type.model_validate_json(message.body)
-    except ValidationError as exc:
-        # Malformed: retrying cannot help, so it goes to the dead-letter queue at once.
-        logger.error("malformed %s event dead-lettered: %s", routing_key, exc)
-        raise RejectMessage from exc
-
-
 async def handle_event(
     event: Event, sessionmaker: async_sessionmaker[AsyncSession], hub: Hub, settings: Settings
 ) -> None:
@@ -135,7 +119,7 @@ def register_consumers(broker: RabbitBroker, app: FastAPI, settings: Settings) -
     @broker.subscriber(consumer_queue(QUEUE), ack_policy=AckPolicy.NACK_ON_ERROR)
     async def consume_ws_event(message: RabbitMessage) -> None:
         with consumption_metered(QUEUE):
-            event = parse_event(message)
+            event = decode_event(EVENT_TYPES, message.raw_message.routing_key or "", message.body)
             await handle_event(event, app.state.sessionmaker, app.state.hub, settings)
 
 

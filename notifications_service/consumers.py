@@ -8,14 +8,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from faststream.exceptions import RejectMessage
 from faststream.middlewares import AckPolicy
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.annotations import RabbitMessage
-from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from contracts.broker import consumer_queue, consumption_metered
+from contracts.broker import consumer_queue, consumption_metered, decode_event
 from contracts.errors import DEPENDENCY_ERRORS
 from contracts.events import (
     Event,
@@ -34,18 +32,6 @@ EVENT_TYPES: dict[str, type[Event]] = {
     model.routing_key: model
     for model in (UserRegistered, UserVerified, PasswordResetRequested, RecommendationsGenerated)
 }
-
-
-def parse_event(routing_key: str, body: bytes) -> Event:
-    """The event, or RejectMessage: a malformed message goes to the dead-letter queue at once."""
-    model = EVENT_TYPES.get(routing_key)
-    if model is None:
-        raise RejectMessage
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as exc:
-        logger.warning("malformed %s dead-lettered: %s", routing_key, exc.errors()[:3])
-        raise RejectMessage from exc
 
 
 async def handle_event(session: AsyncSession, event: Event, settings: Settings) -> bool:
@@ -78,7 +64,7 @@ def register_consumers(
     @broker.subscriber(consumer_queue(QUEUE), ack_policy=AckPolicy.NACK_ON_ERROR)
     async def consume_event(message: RabbitMessage) -> None:
         with consumption_metered(QUEUE):
-            event = parse_event(message.raw_message.routing_key or "", message.body)
+            event = decode_event(EVENT_TYPES, message.raw_message.routing_key or "", message.body)
             queued = await _with_patience(
                 lambda: _apply(sessionmaker(), event, settings), settings.consumer_patience_seconds
             )
