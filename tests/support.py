@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,15 @@ import jwt
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _private_key() -> str:
+@lru_cache
+def _private_key() -> Any:
+    """The suite's signing key, read from .env and parsed once (parsing costs milliseconds)."""
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
     from scripts.bootstrap import load_env
 
-    return load_env()["JWT_PRIVATE_KEY"].replace("\\n", "\n")
+    pem = load_env()["JWT_PRIVATE_KEY"].replace("\\n", "\n")
+    return load_pem_private_key(pem.encode(), password=None)
 
 
 def make_token(
