@@ -15,6 +15,7 @@ from contracts.app import ReadinessCheck
 from contracts.broker import make_broker, start_broker
 from contracts.db import make_engine, make_sessionmaker
 from contracts.probes import check_broker, check_postgres, check_redis
+from contracts.revocations import RevocationMirror
 from contracts.settings import ServiceSettings
 from contracts.tokens import TokenVerifier
 
@@ -40,11 +41,21 @@ async def open_resources(
     database: bool,
     broker: RabbitBroker | None = None,
     broker_setup: Callable[[], Awaitable[None]] | None = None,
+    mirror_revocations: bool = False,
 ) -> AsyncIterator[None]:
-    """Open Redis, the broker and (if owned) the database; put them on `app.state`; close them."""
+    """Open Redis, the broker and (if owned) the database; put them on `app.state`; close them.
+
+    `mirror_revocations` keeps the revocations in memory (`contracts.revocations`), for the
+    services that check a token on every request of a hot path.
+    """
     redis = make_redis(settings)
     app.state.redis = redis
-    app.state.token_verifier = TokenVerifier(settings.public_key_pem, settings.jwt_audience, redis)
+    revocations = RevocationMirror(redis) if mirror_revocations else None
+    app.state.token_verifier = TokenVerifier(
+        settings.public_key_pem, settings.jwt_audience, redis, revocations=revocations
+    )
+    if revocations is not None:
+        revocations.start()
     app.state.broker = broker or make_broker(settings.rabbitmq_url.get_secret_value())
     engine = None
     if database:
@@ -61,6 +72,8 @@ async def open_resources(
         await app.state.broker.stop()
         if engine is not None:
             await engine.dispose()
+        if revocations is not None:
+            await revocations.stop()
         await redis.aclose(close_connection_pool=True)
 
 

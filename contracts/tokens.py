@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
@@ -15,6 +16,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from contracts.errors import ServiceError
+
+if TYPE_CHECKING:
+    from contracts.revocations import RevocationMirror
 
 ALGORITHM = "RS256"
 
@@ -73,9 +77,23 @@ class TokenClaims:
 
 
 class TokenVerifier:
-    """Verifies locally with the public key; one Redis round trip checks both revocation keys."""
+    """Verifies locally with the public key, then checks revocation.
 
-    def __init__(self, public_key_pem: str, audience: str, redis: Redis) -> None:
+    Revocation is read from a `RevocationMirror` while it is live (a dict look-up), otherwise
+    from Redis (one round trip reads both revocation keys). A token's signature and claims
+    cannot change, so a verified token is remembered (at most `cache_size` of them) and its
+    next requests skip the RSA check; expiry and revocation are checked on every request.
+    """
+
+    def __init__(
+        self,
+        public_key_pem: str,
+        audience: str,
+        redis: Redis,
+        *,
+        revocations: RevocationMirror | None = None,
+        cache_size: int = 4096,
+    ) -> None:
         # Parsing the PEM once keeps the hot path to a signature check.
         key = jwt.algorithms.RSAAlgorithm(jwt.algorithms.RSAAlgorithm.SHA256).prepare_key(
             public_key_pem
@@ -83,6 +101,9 @@ class TokenVerifier:
         self._key = key.public_key() if isinstance(key, RSAPrivateKey) else key
         self._audience = audience
         self._redis = redis
+        self._revocations = revocations
+        self._cache_size = cache_size
+        self._verified: dict[str, TokenClaims] = {}
 
     def decode(self, token: str) -> TokenClaims:
         """Signature, algorithm, audience, expiry and required claims; no revocation check."""
@@ -113,6 +134,8 @@ class TokenVerifier:
         )
 
     async def is_revoked(self, claims: TokenClaims) -> bool:
+        if self._revocations is not None and self._revocations.live:
+            return self._revocations.is_revoked(claims)
         try:
             jti_hit, not_before = await self._redis.mget(
                 REVOKED_JTI_KEY.format(jti=claims.jti),
@@ -125,7 +148,16 @@ class TokenVerifier:
         )
 
     async def verify(self, token: str) -> TokenClaims:
-        claims = self.decode(token)
+        claims = self._verified.get(token)
+        if claims is None:
+            claims = self.decode(token)
+            if len(self._verified) >= self._cache_size:
+                # Cheaper than an LRU and enough: a flood of distinct tokens costs RSA checks.
+                self._verified.clear()
+            self._verified[token] = claims
+        elif claims.expires_at <= time.time():
+            del self._verified[token]
+            raise TokenExpired
         if await self.is_revoked(claims):
             raise TokenRevoked
         return claims

@@ -12,7 +12,8 @@ from fastapi_users import exceptions
 from redis.asyncio import Redis
 
 from contracts.events import TokensRevoked, utcnow
-from contracts.tokens import REVOKED_BEFORE_KEY, REVOKED_JTI_KEY, TokenClaims, expires_in
+from contracts.revocations import record_revocation
+from contracts.tokens import TokenClaims, expires_in
 
 CONFIRM_CODE_KEY = "auth:confirm:{code}"
 MAIL_COOLDOWN_KEY = "auth:mail:cooldown:{kind}:{user_id}"
@@ -21,9 +22,6 @@ SPENT = "spent"
 # 16 random bytes: 22 URL-safe characters, 128 bits, far beyond guessing.
 CODE_BYTES = 16
 MAX_CODE_LENGTH = 64
-
-# A cut-off outlives the tokens it revokes by this margin (clock skew between replicas).
-REVOCATION_MARGIN_SECONDS = 60
 
 
 class ConfirmCodeUnknown(exceptions.InvalidVerifyToken):
@@ -74,7 +72,7 @@ async def revoke_token(redis: Redis, claims: TokenClaims) -> TokensRevoked:
     """Revoke one token (logout) for the rest of its lifetime."""
     ttl = math.ceil(expires_in(claims))
     if ttl > 0:
-        await redis.set(REVOKED_JTI_KEY.format(jti=claims.jti), "1", ex=ttl)
+        await record_revocation(redis, claims.user_id, jti=claims.jti, keep_seconds=ttl)
     return TokensRevoked(user_id=claims.user_id, jti=claims.jti)
 
 
@@ -83,9 +81,5 @@ async def revoke_all_tokens(
 ) -> TokensRevoked:
     """Revoke every token of the user issued until now (password change, deactivation)."""
     now = utcnow()
-    await redis.set(
-        REVOKED_BEFORE_KEY.format(user_id=user_id),
-        repr(now.timestamp()),
-        ex=token_lifetime + REVOCATION_MARGIN_SECONDS,
-    )
+    await record_revocation(redis, user_id, not_before=now.timestamp(), keep_seconds=token_lifetime)
     return TokensRevoked(user_id=user_id, not_before=now)

@@ -74,8 +74,6 @@ class Settings(ServiceSettings):
     # A request whose picks equal those published for that viewer this recently publishes
     # nothing (0 publishes on every request).
     recom_publish_repeat_seconds: float = 60.0
-    # Verified tokens are trusted this long (seconds) before revocation is checked again.
-    recom_token_cache_seconds: float = 0.5
 
     @property
     def strategy(self) -> Strategy:

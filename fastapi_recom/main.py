@@ -11,7 +11,6 @@ from contracts.resources import open_resources, standard_checks
 from fastapi_recom import catalogue, etl
 from fastapi_recom.config import get_settings
 from fastapi_recom.consumers import RatingsConsumer, check_ratings_consumer
-from fastapi_recom.dependencies import CachedTokenVerifier
 from fastapi_recom.digests import declare_digest_topology, register_digest_consumer
 from fastapi_recom.events import RepeatFilter
 from fastapi_recom.refresher import MatrixStore
@@ -39,15 +38,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await ratings.start(broker, app.state.sessionmaker)
 
     async with (
-        open_resources(app, settings, database=True, broker=broker, broker_setup=broker_setup),
+        open_resources(
+            app,
+            settings,
+            database=True,
+            broker=broker,
+            broker_setup=broker_setup,
+            mirror_revocations=True,
+        ),
         etl.run_in_background(app, settings),
     ):
-        app.state.token_verifier = CachedTokenVerifier(
-            settings.public_key_pem,
-            settings.jwt_audience,
-            app.state.redis,
-            ttl=settings.recom_token_cache_seconds,
-        )
         app.state.strategy = settings.strategy
         app.state.repeats = RepeatFilter(settings.recom_publish_repeat_seconds)
         store = MatrixStore(

@@ -17,7 +17,7 @@ PREFIX = "ugc"
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     configure_logging(settings.log_level)
-    async with open_resources(app, settings, database=False):
+    async with open_resources(app, settings, database=False, mirror_revocations=True):
         yield
 
 

@@ -57,18 +57,6 @@ def tampered(token: str, **changes: Any) -> str:
     return f"{header}.{b64(json.dumps(payload).encode())}.{signature}"
 
 
-@pytest.fixture(scope="module")
-def settings() -> Settings:
-    return Settings()
-
-
-@pytest.fixture
-async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    client = Redis.from_url(settings.redis_url)
-    yield client
-    await client.aclose()
-
-
 @pytest.fixture
 async def service(settings: Settings, redis: Redis) -> AsyncIterator[AsyncClient]:
     async with client_of(protected_app(settings.public_key_pem, redis)) as client:
