@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
 from contracts.tokens import AUTH_RESPONSES, CurrentUser, Forbidden
-from fastapi_recom.dependencies import MatrixDep, StoreDep, StrategyDep
+from fastapi_recom.dependencies import LoadedDep
 from fastapi_recom.errors import MovieNotFound
 from fastapi_recom.events import publish_in_background
 from fastapi_recom.recommender import STRATEGY_POPULAR, Pick, TitleCache
@@ -73,9 +73,7 @@ async def get_user_recommendations(
     request: Request,
     user_id: uuid.UUID,
     claims: CurrentUser,
-    matrix: MatrixDep,
-    store: StoreDep,
-    strategy: StrategyDep,
+    loaded: LoadedDep,
     limit: Limit = 10,
     exclude: Annotated[
         list[str], Query(description="Film ids not to recommend (repeat or comma-separate)")
@@ -83,14 +81,16 @@ async def get_user_recommendations(
 ) -> Response:
     if not claims.may_act_for(user_id):
         raise Forbidden
-    recommendation = matrix.recommend(user_id, limit, strategy, _parse_exclude(exclude))
+    recommendation = loaded.matrix.recommend(
+        user_id, limit, loaded.strategy, _parse_exclude(exclude)
+    )
     publish_in_background(
-        request.app.state.broker, recommendation, store.titles, request.app.state.repeats
+        request.app.state.broker, recommendation, loaded.titles, request.app.state.repeats
     )
     return _json(
         {
             "user_id": user_id,
-            "recommendations": [_pick(p, store.titles) for p in recommendation.picks],
+            "recommendations": [_pick(p, loaded.titles) for p in recommendation.picks],
             "strategy": recommendation.strategy,
             "generated_at": datetime.now(UTC),
         }
@@ -106,19 +106,20 @@ async def get_user_recommendations(
 async def get_user_ratings(
     user_id: uuid.UUID,
     claims: CurrentUser,
-    matrix: MatrixDep,
-    store: StoreDep,
+    loaded: LoadedDep,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     size: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> Response:
     if not claims.may_act_for(user_id):
         raise Forbidden
-    ratings = matrix.user_ratings(user_id)
+    ratings = loaded.matrix.user_ratings(user_id)
     window = ratings[(page - 1) * size : page * size]
     return _json(
         {
             "user_id": user_id,
-            "items": [{"movie_id": m, "title": store.titles.get(m), "score": s} for m, s in window],
+            "items": [
+                {"movie_id": m, "title": loaded.titles.get(m), "score": s} for m, s in window
+            ],
             "total": len(ratings),
             "page": page,
             "size": size,
@@ -132,13 +133,11 @@ async def get_user_ratings(
     summary="Popular, well-rated films (Bayesian average score)",
     responses=LOADING,
 )
-async def get_general(
-    matrix: MatrixDep, store: StoreDep, strategy: StrategyDep, limit: Limit = 10
-) -> Response:
-    picks = matrix.general(limit, strategy)
+async def get_general(loaded: LoadedDep, limit: Limit = 10) -> Response:
+    picks = loaded.matrix.general(limit, loaded.strategy)
     return _json(
         {
-            "recommendations": [_pick(p, store.titles) for p in picks],
+            "recommendations": [_pick(p, loaded.titles) for p in picks],
             "strategy": STRATEGY_POPULAR,
             "generated_at": datetime.now(UTC),
         }
@@ -156,25 +155,23 @@ async def get_general(
 )
 async def get_similar_movies(
     movie_id: uuid.UUID,
-    matrix: MatrixDep,
-    store: StoreDep,
-    strategy: StrategyDep,
+    loaded: LoadedDep,
     limit: Limit = 10,
 ) -> Response:
-    similar = matrix.similar_movies(movie_id, limit, strategy)
+    similar = loaded.matrix.similar_movies(movie_id, limit, loaded.strategy)
     if similar is None:
         # A catalogue film no one has rated yet has no similar films, but it exists.
-        if store.titles.get(movie_id) is None:
+        if loaded.titles.get(movie_id) is None:
             raise MovieNotFound
         similar = []
     return _json(
         {
             "movie_id": movie_id,
-            "title": store.titles.get(movie_id),
+            "title": loaded.titles.get(movie_id),
             "similar": [
                 {
                     "movie_id": s.movie_id,
-                    "title": store.titles.get(s.movie_id),
+                    "title": loaded.titles.get(s.movie_id),
                     "similarity": s.similarity,
                     "common_viewers": s.common_viewers,
                 }
