@@ -50,9 +50,10 @@ class Settings(ServiceSettings):
         return url.render_as_string(hide_password=False)
 
     # The ratings consumer: unacknowledged deliveries held at once, and how many (or how
-    # many seconds' worth) go into one upsert.
-    ratings_prefetch: int = 1000
-    ratings_batch_size: int = 500
+    # many seconds' worth) go into one upsert. Several batches' worth of prefetch, so the
+    # broker keeps delivering while a batch is written.
+    ratings_prefetch: int = 4000
+    ratings_batch_size: int = 1000
     ratings_batch_window: float = 0.05
 
     # The recommender's variant (bench/quality.py compares them on MovieLens-100K).

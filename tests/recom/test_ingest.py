@@ -1,8 +1,10 @@
 """recom's ratings consumer on the real broker and database: order, replays, poison, failures."""
 
+import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,7 +16,7 @@ from contracts.broker import make_broker
 from contracts.db import make_engine, make_sessionmaker
 from contracts.events import Event, RatingDeleted, RatingSubmitted
 from fastapi_recom.config import get_settings
-from fastapi_recom.consumers import RATINGS_QUEUE, RatingsConsumer
+from fastapi_recom.consumers import RATINGS_QUEUE, RatingsConsumer, Write
 from fastapi_recom.main import app
 from fastapi_recom.ratings import TOMBSTONE_SCORE, RatingChange, apply_changes
 from tests.ratings_pipeline import (
@@ -233,28 +235,44 @@ async def test_replaying_events_three_times_changes_nothing(rabbit: Rabbit) -> N
     assert await rabbit.depth(DEAD_QUEUE) == 0
 
 
+@asynccontextmanager
+async def own_consumer(
+    rabbit: Rabbit, write: Write, **options: int
+) -> AsyncIterator[RatingsConsumer]:
+    """A RatingsConsumer with this writer on a queue of its own, started."""
+    queue_name = f"test.ratings.{uuid.uuid4().hex[:8]}"
+    broker = make_broker(RABBITMQ_URL)
+    await broker.connect()
+    engine = make_engine(get_settings().database_url, pool_size=2)
+    consumer = RatingsConsumer(RABBITMQ_URL, queue_name=queue_name, write=write, **options)
+    try:
+        await consumer.start(broker, make_sessionmaker(engine))
+        yield consumer
+    finally:
+        await consumer.stop(timeout=0.5)
+        await rabbit.channel.queue_delete(queue_name)
+        await rabbit.channel.queue_delete(f"{queue_name}.dead")
+        await broker.stop()
+        await engine.dispose()
+
+
 async def test_event_that_keeps_failing_is_dead_lettered_by_delivery_limit(rabbit: Rabbit) -> None:
     """A valid event whose write fails (here: a writer that refuses one film) goes back to the
     queue and is dead-lettered by the quorum queue's delivery limit; the events batched with it
     are stored, and the consumer goes on."""
-    queue_name = f"test.ratings.{uuid.uuid4().hex[:8]}"
     cursed = uuid.uuid4()
 
-    async def write(session: AsyncSession, changes: list[RatingChange]) -> None:
+    async def write(session: AsyncSession, changes: Sequence[RatingChange]) -> None:
         if any(change.movie_id == cursed for change in changes):
             raise RuntimeError("this film cannot be written")
         await apply_changes(session, changes)
 
-    broker = make_broker(RABBITMQ_URL)
-    await broker.connect()
-    engine = make_engine(get_settings().database_url, pool_size=2)
-    consumer = RatingsConsumer(RABBITMQ_URL, queue_name=queue_name, delivery_limit=2, write=write)  # type: ignore[arg-type]
     user_id = uuid.uuid4()
     at = datetime.now(UTC)
     good = [rating(user_id, uuid.uuid4(), 7, at) for _ in range(20)]
     bad = rating(user_id, cursed, 7, at)
-    try:
-        await consumer.start(broker, make_sessionmaker(engine))
+    async with own_consumer(rabbit, write, delivery_limit=2) as consumer:
+        queue_name = consumer.queue_name
         await rabbit.publish_events([*good[:10], bad, *good[10:]], concurrency=1)
 
         await wait_stored({(e.user_id, e.movie_id): state_of(e) for e in good})
@@ -269,13 +287,32 @@ async def test_event_that_keeps_failing_is_dead_lettered_by_delivery_limit(rabbi
         later = rating(user_id, uuid.uuid4(), 3, at)
         await rabbit.publish_events([later])
         await wait_stored({(later.user_id, later.movie_id): state_of(later)})
-    finally:
-        await consumer.stop()
-        await rabbit.channel.queue_delete(queue_name)
-        await rabbit.channel.queue_delete(f"{queue_name}.dead")
-        await broker.stop()
-        await engine.dispose()
     assert cursed not in {movie_id for _, movie_id in await stored_ratings([user_id])}
+
+
+async def test_deliveries_are_not_acked_before_their_batch_commits(rabbit: Rabbit) -> None:
+    """With a prefetch of several batches, everything delivered is still unacknowledged while
+    the write hangs: stopping the consumer then returns every event to the queue."""
+    writes: list[int] = []
+
+    async def write(session: AsyncSession, changes: Sequence[RatingChange]) -> None:
+        writes.append(len(changes))
+        await asyncio.Event().wait()  # never commits
+
+    events = [rating(uuid.uuid4(), uuid.uuid4(), 5, datetime.now(UTC)) for _ in range(3000)]
+    async with own_consumer(rabbit, write, prefetch=4000, batch_size=1000) as consumer:
+        await rabbit.publish_events(events, concurrency=500)
+
+        async def all_delivered() -> bool:
+            return await rabbit.depth(consumer.queue_name) == 0 and len(writes) == 1
+
+        await wait_for(all_delivered, timeout=20)
+        await consumer.stop(timeout=0.5)
+
+        async def all_returned() -> bool:
+            return await rabbit.depth(consumer.queue_name) == len(events)
+
+        await wait_for(all_returned, timeout=10)
 
 
 async def test_upsert_keeps_newest_of_duplicates_within_one_batch() -> None:
