@@ -1,8 +1,15 @@
-"""The shared Redis client queues callers beyond its pool size instead of failing them."""
+"""Shared plumbing: the Redis client queues callers beyond its pool size instead of failing
+them; the app factory takes start-up objects out of the garbage collector's reach."""
 
 import asyncio
+import gc
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+from fastapi import FastAPI
+
+from contracts.app import create_app
 from contracts.resources import make_redis
 from contracts.settings import ServiceSettings
 
@@ -17,3 +24,21 @@ async def test_redis_pool_makes_callers_wait_beyond_its_size() -> None:
         assert results == [True] * 30
     finally:
         await redis.aclose(close_connection_pool=True)
+
+
+async def test_objects_alive_after_start_are_frozen_out_of_the_collector() -> None:
+    started: list[object] = []
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        started.append({"loaded": list(range(10))})
+        yield
+
+    app = create_app(title="t", prefix="t", lifespan=lifespan)
+    gc.unfreeze()
+    async with app.router.lifespan_context(app):
+        frozen = gc.get_freeze_count()
+        # Everything alive at start-up (this loaded dict included) is in the permanent generation.
+        assert frozen > 1000
+        assert not any(started[0] is obj for obj in gc.get_objects())
+    gc.unfreeze()
