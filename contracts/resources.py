@@ -98,16 +98,4 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-# Dependencies are `async def` although they do not await: FastAPI runs a plain `def`
-# dependency in a worker thread, two thread hops per request on the hot path.
-async def get_redis(request: Request) -> Redis:
-    return request.app.state.redis
-
-
-async def get_broker(request: Request) -> RabbitBroker:
-    return request.app.state.broker
-
-
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
-RedisDep = Annotated[Redis, Depends(get_redis)]
-BrokerDep = Annotated[RabbitBroker, Depends(get_broker)]

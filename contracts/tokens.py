@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
-from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends
+from fastapi.security import HTTPBearer
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from starlette.requests import HTTPConnection
 
 from contracts.errors import ServiceError
 
@@ -167,17 +168,23 @@ def expires_in(claims: TokenClaims) -> float:
     return max(0.0, claims.expires_at - datetime.now(UTC).timestamp())
 
 
-_bearer = HTTPBearer(auto_error=False, description="Access token from /auth/v1/jwt/login")
+class BearerClaims(HTTPBearer):
+    """The bearer scheme of the OpenAPI spec and the token check as one dependency: FastAPI
+    resolves each nested dependency on every request, which the hot paths feel."""
+
+    async def __call__(self, request: HTTPConnection) -> TokenClaims:  # type: ignore[override]
+        credentials = await super().__call__(request)
+        if credentials is None:
+            raise NotAuthenticated
+        verifier: TokenVerifier = request.app.state.token_verifier
+        return await verifier.verify(credentials.credentials)
 
 
-async def current_claims(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> TokenClaims:
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise NotAuthenticated
-    verifier: TokenVerifier = request.app.state.token_verifier
-    return await verifier.verify(credentials.credentials)
+current_claims = BearerClaims(
+    scheme_name="HTTPBearer",
+    auto_error=False,
+    description="Access token from /auth/v1/jwt/login",
+)
 
 
 async def current_superuser(

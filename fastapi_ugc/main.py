@@ -9,6 +9,7 @@ from contracts.app import configure_logging, create_app
 from contracts.resources import open_resources, standard_checks
 from fastapi_ugc.config import get_settings
 from fastapi_ugc.router import router
+from fastapi_ugc.service import Intake
 
 PREFIX = "ugc"
 
@@ -18,6 +19,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     configure_logging(settings.log_level)
     async with open_resources(app, settings, database=False, mirror_revocations=True):
+        app.state.intake = Intake(app.state.redis, app.state.broker, settings)
         yield
 
 

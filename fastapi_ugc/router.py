@@ -4,14 +4,13 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Depends, Header, Request
 
 from contracts.events import RatingDeleted, RatingSubmitted
-from contracts.resources import BrokerDep, RedisDep
 from contracts.tokens import AUTH_RESPONSES, CurrentUser, NotVerified, TokenClaims
 from fastapi_ugc.config import get_settings
 from fastapi_ugc.schemas import RatingAccepted, RatingCreate, RatingDeletionAccepted
-from fastapi_ugc.service import accept_rating_event
+from fastapi_ugc.service import Intake, accept_rating_event
 
 router = APIRouter(prefix="/ugc/v1", tags=["ratings"])
 
@@ -23,6 +22,15 @@ async def rating_user(claims: CurrentUser) -> TokenClaims:
 
 
 RatingUser = Annotated[TokenClaims, Depends(rating_user)]
+
+
+# One dependency for Redis, the broker and the settings: FastAPI resolves each dependency on
+# every request, and this is the hottest write path.
+async def get_intake(request: Request) -> Intake:
+    return request.app.state.intake
+
+
+IntakeDep = Annotated[Intake, Depends(get_intake)]
 IdempotencyKey = Annotated[
     uuid.UUID | None,
     Header(
@@ -49,8 +57,7 @@ RESPONSES: dict[int | str, dict[str, object]] = {
 async def submit_rating(
     rating: RatingCreate,
     user: RatingUser,
-    redis: RedisDep,
-    broker: BrokerDep,
+    intake: IntakeDep,
     idempotency_key: IdempotencyKey = None,
 ) -> RatingAccepted:
     # UGC's clock orders a viewer's ratings of a film; recom keeps the newest.
@@ -61,9 +68,7 @@ async def submit_rating(
         event_id=idempotency_key or uuid.uuid4(),
         occurred_at=datetime.now(UTC),
     )
-    accepted = await accept_rating_event(
-        redis, broker, event, idempotent=idempotency_key is not None, settings=get_settings()
-    )
+    accepted = await accept_rating_event(intake, event, idempotent=idempotency_key is not None)
     assert isinstance(accepted, RatingSubmitted)
     return RatingAccepted(
         event_id=accepted.event_id,
@@ -82,8 +87,7 @@ async def submit_rating(
 async def delete_rating(
     movie_id: uuid.UUID,
     user: RatingUser,
-    redis: RedisDep,
-    broker: BrokerDep,
+    intake: IntakeDep,
     idempotency_key: IdempotencyKey = None,
 ) -> RatingDeletionAccepted:
     event = RatingDeleted(
@@ -92,9 +96,7 @@ async def delete_rating(
         event_id=idempotency_key or uuid.uuid4(),
         occurred_at=datetime.now(UTC),
     )
-    accepted = await accept_rating_event(
-        redis, broker, event, idempotent=idempotency_key is not None, settings=get_settings()
-    )
+    accepted = await accept_rating_event(intake, event, idempotent=idempotency_key is not None)
     return RatingDeletionAccepted(
         event_id=accepted.event_id, movie_id=accepted.movie_id, occurred_at=accepted.occurred_at
     )

@@ -1,5 +1,7 @@
 """Accepting a rating event: Idempotency-Key replay, then a confirmed publish."""
 
+from dataclasses import dataclass
+
 from faststream.rabbit import RabbitBroker
 from redis.asyncio import Redis
 
@@ -39,15 +41,19 @@ async def recall_or_remember(redis: Redis, event: RatingEvent, *, ttl: int) -> R
     return first
 
 
+@dataclass(frozen=True, slots=True)
+class Intake:
+    """What accepting a rating needs, built once in the lifespan."""
+
+    redis: Redis
+    broker: RabbitBroker
+    settings: Settings
+
+
 async def accept_rating_event(
-    redis: Redis,
-    broker: RabbitBroker,
-    event: RatingEvent,
-    *,
-    idempotent: bool,
-    settings: Settings,
+    intake: Intake, event: RatingEvent, *, idempotent: bool
 ) -> RatingEvent:
     if idempotent:
-        event = await recall_or_remember(redis, event, ttl=settings.idempotency_ttl)
-    await publish_rating_event(broker, event, timeout=settings.publish_timeout)
+        event = await recall_or_remember(intake.redis, event, ttl=intake.settings.idempotency_ttl)
+    await publish_rating_event(intake.broker, event, timeout=intake.settings.publish_timeout)
     return event
