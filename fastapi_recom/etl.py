@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from contracts.app import Degraded
 from fastapi_recom.config import Settings
+from fastapi_recom.db import HORIZON
 
 logger = logging.getLogger(__name__)
 
@@ -39,26 +40,12 @@ REPORTING_MARGIN = 1.0
 # Only one recom replica runs the ETL at a time (a session-level advisory lock in recom's DB).
 LOCK_KEY = 0x5EC0_E71
 
-# Late commits. `modified` is the writing transaction's start time (content_schema.sql enforces
-# it), so a row that is not visible yet belongs to a transaction still open, and that
-# transaction started at or before its rows' `modified`. Each pass therefore first reads the
-# start of the oldest open transaction in pg_stat_activity (in its own statement, before any
-# data is read) and only reads rows with `modified` below it. Every row below that horizon was
-# committed before the look, so it is in every snapshot taken afterwards, and none can appear
-# below it later: the (modified, id) keyset never skips a late commit and never rereads a table.
-# A bare `now() - safety lag` would lose rows of transactions longer than the lag, and the
-# txid/xmin horizon alone cannot be tied to a `modified` keyset without a column of txids. The
-# price: a transaction left open in the content database holds the ETL back, which /ready
-# reports as lagging. The ETL's role needs pg_read_all_stats (or to be the writers' role) to see
-# other sessions' transactions; prepared (two-phase) transactions are not seen.
-HORIZON = """
-SELECT least(
-    (SELECT min(xact_start) FROM pg_stat_activity
-     WHERE datname = current_database() AND backend_type = 'client backend'
-       AND pid <> pg_backend_pid()),
-    clock_timestamp() - make_interval(secs => $1)
-), clock_timestamp()
-"""
+# Late commits: each pass reads only rows with `modified` below the horizon (fastapi_recom.db),
+# taken in its own statement before any data, so the (modified, id) keyset never skips a late
+# commit and never rereads a table. A bare `now() - safety lag` would lose rows of transactions
+# longer than the lag, and the txid/xmin horizon alone cannot be tied to a `modified` keyset
+# without a column of txids. The price: a transaction left open in the content database holds
+# the ETL back, which /ready reports as lagging; prepared (two-phase) transactions are not seen.
 
 KEYSET = " WHERE (modified, id) > ($1, $2) AND modified < $3 ORDER BY modified, id LIMIT $4"
 EXTRACT = {

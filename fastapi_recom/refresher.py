@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from fastapi_recom.db import HORIZON
 from fastapi_recom.recommender import IdMap, RatingMatrix, TitleCache, build_merged
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ _ROW = np.dtype(
     ]
 )
 _LOAD_QUERY = "SELECT user_id, movie_id, score FROM rating WHERE NOT deleted"
-_CHANGES_QUERY = "SELECT user_id, movie_id, score, deleted FROM rating WHERE updated_at > $1"
+_CHANGES_QUERY = "SELECT user_id, movie_id, score, deleted FROM rating WHERE updated_at >= $1"
 # Requests allocate and free MB-sized numpy temporaries; glibc keeps the freed heap unless
 # asked to return it, which costs well under a millisecond now and then.
 _TRIM_EVERY = 10.0
@@ -134,10 +135,11 @@ async def _driver(engine: AsyncEngine) -> AsyncIterator[Any]:
         yield raw.driver_connection
 
 
-async def load_matrix(engine: AsyncEngine) -> tuple[RatingMatrix, datetime]:
-    """Every live rating, and the database time taken just before reading them."""
+async def load_matrix(engine: AsyncEngine, margin: float = 3.0) -> tuple[RatingMatrix, datetime]:
+    """Every live rating, and the horizon (fastapi_recom.db) taken just before reading them:
+    the refresher reads rows stamped from there on."""
     async with _driver(engine) as driver:
-        started_at: datetime = await driver.fetchval("SELECT now()")
+        started_at: datetime = (await driver.fetchrow(HORIZON, margin))[0]
         expected = await driver.fetchval("SELECT count(*) FROM rating WHERE NOT deleted")
         parser = _CopyParser(expected)
         await driver.copy_from_query(_LOAD_QUERY, output=parser.feed, format="binary")
@@ -158,12 +160,12 @@ class MatrixStore:
     """One process's matrix and titles, and the background task that keeps them current.
 
     Freshness: every `interval` the refresher reads the rows whose `updated_at` (the server's
-    clock_timestamp() at write time) is later than the previous poll's start minus `margin`.
-    A row is stamped before its transaction commits, so a poll can miss a row that commits
-    later; re-reading a sliding window of `margin` seconds catches every write whose
-    transaction commits within that time (the ratings consumer commits batches in well under a
-    second). Applying a row sets the newest state and is idempotent, so reading it again is
-    harmless. PostgreSQL stays the source of truth: nothing here is written back.
+    clock_timestamp() at write time) is at or after the previous poll's horizon
+    (fastapi_recom.db): the start of the oldest transaction then open, and at most `margin`
+    seconds back. A row is stamped before its transaction commits, so a row that commits late,
+    however late (a demo load of 100,000 ratings in one transaction), is read by the first poll
+    after its commit. Applying a row sets the newest state and is idempotent, so reading it
+    again is harmless. PostgreSQL stays the source of truth: nothing here is written back.
     """
 
     engine: AsyncEngine
@@ -195,7 +197,7 @@ class MatrixStore:
 
     async def _load(self) -> None:
         started = time.perf_counter()
-        matrix, watermark = await load_matrix(self.engine)
+        matrix, watermark = await load_matrix(self.engine, self.margin)
         self.matrix, self._watermark = matrix, watermark
         await self.refresh_titles()
         self.load_seconds = time.perf_counter() - started
@@ -235,14 +237,14 @@ class MatrixStore:
         """Apply the rows changed since the last poll (minus the margin); returns how many changed."""
         assert self.matrix is not None
         assert self._watermark is not None
-        since = self._watermark - timedelta(seconds=self.margin)
-        async with _driver(self.engine) as driver, driver.transaction(readonly=True):
-            now = await driver.fetchval("SELECT now()")
-            records = await driver.fetch(_CHANGES_QUERY, since)
+        async with _driver(self.engine) as driver:
+            # Two statements, two snapshots: the horizon first, then the rows.
+            horizon = (await driver.fetchrow(HORIZON, self.margin))[0]
+            records = await driver.fetch(_CHANGES_QUERY, self._watermark)
         changed = 0
         for user_id, movie_id, score, deleted in records:
             changed += self.matrix.apply(user_id, movie_id, 0 if deleted else score)
-        self._watermark = now
+        self._watermark = horizon
         return changed
 
     async def refresh_titles(self) -> None:

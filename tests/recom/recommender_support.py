@@ -30,19 +30,23 @@ async def connect() -> AsyncIterator[asyncpg.Connection]:
         await conn.close()
 
 
-async def put_ratings(ratings: Iterable[Rating]) -> None:
-    """Upsert as the ratings consumer does: the newest state, `updated_at` stamped by the server."""
-    async with connect() as conn:
-        await conn.executemany(
-            """
-            INSERT INTO rating (user_id, movie_id, score, rated_at, deleted)
-            VALUES ($1, $2, $3, $4, false)
-            ON CONFLICT (user_id, movie_id) DO UPDATE
-            SET score = excluded.score, rated_at = excluded.rated_at, deleted = false,
-                updated_at = clock_timestamp()
-            """,
-            [(u, m, s, datetime.now(UTC)) for u, m, s in ratings],
-        )
+async def put_ratings(ratings: Iterable[Rating], *, conn: asyncpg.Connection | None = None) -> None:
+    """Upsert as the ratings consumer does: the newest state, `updated_at` stamped by the server.
+    On `conn` when given (inside the caller's transaction), else on a connection of its own."""
+    if conn is None:
+        async with connect() as own:
+            await put_ratings(ratings, conn=own)
+        return
+    await conn.executemany(
+        """
+        INSERT INTO rating (user_id, movie_id, score, rated_at, deleted)
+        VALUES ($1, $2, $3, $4, false)
+        ON CONFLICT (user_id, movie_id) DO UPDATE
+        SET score = excluded.score, rated_at = excluded.rated_at, deleted = false,
+            updated_at = clock_timestamp()
+        """,
+        [(u, m, s, datetime.now(UTC)) for u, m, s in ratings],
+    )
 
 
 async def delete_rating(user_id: uuid.UUID, movie_id: uuid.UUID) -> None:

@@ -1,10 +1,13 @@
 """A rating written to PostgreSQL reaches every recom process's picks within moments, deletions too."""
 
+import asyncio
 import uuid
 
 import httpx
 
+from fastapi_recom.config import get_settings
 from tests.recom.recommender_support import (
+    connect,
     delete_rating,
     hand_made_set,
     put_ratings,
@@ -37,6 +40,27 @@ async def test_new_rating_removes_the_film_from_picks_and_shows_in_ratings() -> 
         await wait_for(rated, timeout=5)
         held = await client.get(f"/recom/v1/user/{users['A']}/ratings", headers=bearer(token))
     assert {r["movie_id"]: r["score"] for r in held.json()["items"]}[str(movies["m5"])] == 9
+
+
+async def test_rating_committed_long_after_it_was_stamped_still_reaches_the_picks() -> None:
+    """A transaction that outlasts the refresh margin (the demo loader writes 100,000 ratings in
+    one) commits rows stamped seconds earlier: the refresher must not have moved past them."""
+    users, movies, ratings = hand_made_set()
+    await put_ratings(ratings)
+    token = make_token(users["A"])
+    async with recom_client() as client, connect() as writer:
+        assert str(movies["m5"]) in await _picks(client, users["A"], token)
+        async with writer.transaction():
+            await put_ratings([(users["A"], movies["m5"], 9)], conn=writer)
+            # Polls go on meanwhile, each one's window starting after this row's stamp
+            # unless the open transaction holds it back.
+            await asyncio.sleep(get_settings().recom_refresh_margin + 1.5)
+            assert str(movies["m5"]) in await _picks(client, users["A"], token)
+
+        async def rated() -> bool:
+            return str(movies["m5"]) not in await _picks(client, users["A"], token)
+
+        await wait_for(rated, timeout=3)
 
 
 async def test_deleted_rating_leaves_neighbours_votes_and_own_ratings() -> None:
