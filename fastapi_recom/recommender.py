@@ -7,6 +7,7 @@ import math
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -14,6 +15,8 @@ import numpy.typing as npt
 logger = logging.getLogger(__name__)
 
 IntArray = npt.NDArray[np.int32]
+# Film columns in the viewer-major CSR: uint16 while the films fit, int32 beyond.
+ColArray = npt.NDArray[np.integer[Any]]
 FloatArray = npt.NDArray[np.float64]
 ScoreArray = npt.NDArray[np.int8]
 
@@ -126,36 +129,81 @@ class IdMap:
         return int(self._ids.nbytes + self._order.nbytes + self._sorted.nbytes)
 
 
+def column_dtype(n_movies: int) -> type[np.integer[Any]]:
+    """The narrowest index type for film columns: uint16 halves the viewer-major indices."""
+    return np.uint16 if n_movies <= np.iinfo(np.uint16).max + 1 else np.int32
+
+
 @dataclass(slots=True)
 class _Base:
-    """An immutable CSR pair: users x movies and its transpose, int32 indices and int8 scores."""
+    """An immutable CSR pair: users x movies (uint16 or int32 columns, see `column_dtype`) and
+    its transpose (int32 rows), int8 scores.
+
+    The film-major scores are only read by the score-weighted (non-default) similarity, so they
+    are derived on first use rather than held by every worker from the start.
+    """
 
     n_users: int
     n_movies: int
     u_indptr: npt.NDArray[np.int64]
-    u_indices: IntArray
+    u_indices: ColArray
     u_data: ScoreArray
     m_indptr: npt.NDArray[np.int64]
     m_indices: IntArray
-    m_data: ScoreArray
+    _m_data: ScoreArray | None = None
 
     @classmethod
     def build(
-        cls, rows: IntArray, cols: IntArray, scores: ScoreArray, n_users: int, n_movies: int
+        cls,
+        rows: IntArray,
+        cols: IntArray,
+        scores: ScoreArray,
+        n_users: int,
+        n_movies: int,
+        movie_scores: bool = False,
     ) -> _Base:
-        u_indptr, u_indices, u_data = _csr(rows, cols, scores, n_users)
-        m_indptr, m_indices, m_data = _csr(cols, rows, scores, n_movies)
-        return cls(n_users, n_movies, u_indptr, u_indices, u_data, m_indptr, m_indices, m_data)
+        order = np.lexsort((cols, rows))
+        u_indptr = _indptr(rows, n_users)
+        u_indices = cols[order].astype(column_dtype(n_movies))
+        u_data = scores[order].astype(np.int8)
+        del order
+        base = cls(
+            n_users, n_movies, u_indptr, u_indices, u_data, _indptr(cols, n_movies), _EMPTY_INT
+        )
+        # Film-major order is the viewer-major one stably sorted by film (a radix sort for uint16).
+        order = base._movie_order()
+        base.m_indices = np.repeat(np.arange(n_users, dtype=np.int32), np.diff(u_indptr))[order]
+        if movie_scores:
+            base._m_data = u_data[order]
+        return base
+
+    def _movie_order(self) -> npt.NDArray[np.intp]:
+        return np.argsort(self.u_indices, kind="stable")
+
+    @property
+    def m_data(self) -> ScoreArray:
+        if self._m_data is None:
+            self._m_data = self.u_data[self._movie_order()]
+        return self._m_data
+
+    @property
+    def has_movie_scores(self) -> bool:
+        return self._m_data is not None
 
     @property
     def nnz(self) -> int:
         return int(self.u_indices.shape[0])
 
-    def user_row(self, row: int) -> tuple[IntArray, ScoreArray]:
+    def user_row(self, row: int) -> tuple[ColArray, ScoreArray]:
         if row >= self.n_users:
             return _EMPTY_INT, _EMPTY_SCORE
         start, end = self.u_indptr[row], self.u_indptr[row + 1]
         return self.u_indices[start:end], self.u_data[start:end]
+
+    def movie_raters(self, col: int) -> IntArray:
+        if col >= self.n_movies:
+            return _EMPTY_INT
+        return self.m_indices[self.m_indptr[col] : self.m_indptr[col + 1]]
 
     def movie_row(self, col: int) -> tuple[IntArray, ScoreArray]:
         if col >= self.n_movies:
@@ -164,6 +212,8 @@ class _Base:
         return self.m_indices[start:end], self.m_data[start:end]
 
     def value(self, row: int, col: int) -> int:
+        if col >= self.n_movies:  # a film added since the build (and beyond a uint16 column)
+            return 0
         cols, data = self.user_row(row)
         at = int(np.searchsorted(cols, col))
         return int(data[at]) if at < cols.shape[0] and cols[at] == col else 0
@@ -173,29 +223,27 @@ _EMPTY_INT: IntArray = np.zeros(0, dtype=np.int32)
 _EMPTY_SCORE: ScoreArray = np.zeros(0, dtype=np.int8)
 
 
-def _csr(
-    rows: IntArray, cols: IntArray, values: ScoreArray, n_rows: int
-) -> tuple[npt.NDArray[np.int64], IntArray, ScoreArray]:
-    """CSR arrays with sorted column indices. numpy rather than scipy.sparse: importing scipy
-    costs every worker ~26 MB of resident memory; the sort's temporaries are freed at once."""
-    order = np.lexsort((cols, rows))
+def _indptr(rows: IntArray, n_rows: int) -> npt.NDArray[np.int64]:
+    """CSR row pointers. numpy rather than scipy.sparse: importing scipy costs every worker
+    ~26 MB of resident memory; the sorts' temporaries are freed at once."""
     indptr = np.zeros(n_rows + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
-    return indptr, cols[order].astype(np.int32), values[order].astype(np.int8)
+    return indptr
 
 
-def _sums(index: IntArray, weights: FloatArray, size: int) -> FloatArray:
+def _sums(index: ColArray, weights: FloatArray, size: int) -> FloatArray:
     return np.bincount(index, weights, minlength=size).astype(np.float64, copy=False)
 
 
 def _gather(
-    indptr: npt.NDArray[np.int64], indices: IntArray, data: ScoreArray, rows: IntArray
-) -> tuple[IntArray, IntArray, ScoreArray]:
+    indptr: npt.NDArray[np.int64], indices: ColArray, data: ScoreArray, rows: ColArray
+) -> tuple[IntArray, ColArray, ScoreArray]:
     """Concatenated CSR rows: (position of the row in `rows`, column, value) per entry."""
     # Rows added since the base was built have no base entries.
     known = np.flatnonzero(rows < indptr.shape[0] - 1).astype(np.int32)
     starts = indptr[rows[known]]
-    lengths = indptr[rows[known] + 1] - starts
+    # indptr[1:][r], not indptr[r + 1]: r + 1 wraps around for the last uint16 column.
+    lengths = indptr[1:][rows[known]] - starts
     total = int(lengths.sum())
     if total == 0:
         return _EMPTY_INT, _EMPTY_INT, _EMPTY_SCORE
@@ -236,6 +284,9 @@ class RatingMatrix:
         scores64 = scores.astype(np.float64)
         n_users, n_movies = len(self.user_ids), len(self.movie_ids)
         self.user_count = _sums(rows, ones, n_users)
+        # The binary cosine's norms, kept rather than recomputed per request: sqrt(user_count),
+        # and 1 for a viewer with no ratings (whose dot products are 0), so dividing needs no mask.
+        self.user_norm = np.sqrt(np.maximum(self.user_count, 1.0))
         self.user_sq = _sums(rows, scores64**2, n_users)
         self.movie_count = _sums(cols, ones, n_movies)
         self.movie_sum = _sums(cols, scores64, n_movies)
@@ -279,6 +330,32 @@ class RatingMatrix:
     def overlay_size(self) -> int:
         return len(self._overlay)
 
+    def nbytes(self) -> dict[str, int]:
+        """Bytes held per part (bench/recommender.py prints them); film-major scores only once
+        a score-weighted similarity asked for them."""
+        base = self._base
+        parts = {
+            "viewer-major columns": base.u_indices.nbytes,
+            "viewer-major scores": base.u_data.nbytes,
+            "film-major rows": base.m_indices.nbytes,
+            "row pointers": base.u_indptr.nbytes + base.m_indptr.nbytes,
+            "ids": self.user_ids.nbytes + self.movie_ids.nbytes,
+            "statistics": sum(
+                a.nbytes
+                for a in (
+                    self.user_count,
+                    self.user_norm,
+                    self.user_sq,
+                    self.movie_count,
+                    self.movie_sum,
+                    self.movie_sq,
+                )
+            ),
+        }
+        if base.has_movie_scores:
+            parts["film-major scores"] = base.m_data.nbytes
+        return parts
+
     def _grow(self, array: FloatArray, size: int) -> FloatArray:
         if size <= array.shape[0]:
             return array
@@ -291,6 +368,8 @@ class RatingMatrix:
         if row is None:
             row = self.user_ids.add(user_id)
             self.user_count = self._grow(self.user_count, row + 1)
+            self.user_norm = self._grow(self.user_norm, row + 1)
+            self.user_norm[row] = 1.0
             self.user_sq = self._grow(self.user_sq, row + 1)
         return row
 
@@ -327,6 +406,7 @@ class RatingMatrix:
             self._set_overlay(row, col, score)
         present = (score > 0) - (old > 0)
         self.user_count[row] += present
+        self.user_norm[row] = math.sqrt(max(self.user_count[row], 1.0))
         self.user_sq[row] += score * score - old * old
         self.movie_count[col] += present
         self.movie_sum[col] += score - old
@@ -364,7 +444,7 @@ class RatingMatrix:
         self._overlay_by_user.setdefault(row, {})[col] = score
         self._overlay_by_movie.setdefault(col, {})[row] = score
 
-    def user_vector(self, row: int) -> tuple[IntArray, ScoreArray]:
+    def user_vector(self, row: int) -> tuple[ColArray, ScoreArray]:
         """The live ratings of one viewer: film columns (sorted) and scores."""
         cols, data = self._base.user_row(row)
         changes = self._overlay_by_user.get(row)
@@ -378,7 +458,7 @@ class RatingMatrix:
             np.fromiter((s for _, s in live), dtype=np.int8, count=len(live)),
         )
 
-    def _gather_live(self, by_users: bool, rows: IntArray) -> tuple[IntArray, IntArray, FloatArray]:
+    def _gather_live(self, by_users: bool, rows: ColArray) -> tuple[IntArray, ColArray, FloatArray]:
         """(position in `rows`, other index, score delta) for the live rows, overlay included.
 
         Overlay entries are added as corrections (+new, -old), so sums over the result equal
@@ -446,34 +526,39 @@ class RatingMatrix:
             cols, scores = cols[keep], scores[keep]
         if strategy.binary_similarity:
             # 0/1 vectors: the dot product counts the films both rated.
-            dots = self._co_rating_counts(cols, n_users)
-            norms = np.sqrt(self.user_count[:n_users])
+            dots = self._co_rating_counts(cols, n_users).astype(np.float64)
+            norms = self.user_norm[:n_users]
         else:
             positions, others, values = self._gather_live(False, cols)
             dots = _sums(others, values * scores[positions], n_users)
-            norms = np.sqrt(self.user_sq[:n_users])
+            # Scores are >= 1, so a viewer with ratings has a norm >= 1 (see `user_norm`).
+            norms = np.sqrt(np.maximum(self.user_sq[:n_users], 1.0))
         dots[row] = 0.0
-        candidates = np.flatnonzero(dots > 0).astype(np.int32)
-        sims = dots[candidates] / (norms[candidates] * own_norm)
+        # Dense over all viewers (on a large set most share a film with a typical viewer): one
+        # pass a step, no gathers; the same arithmetic, so the same bits, as dividing per
+        # candidate. Norms are >= 1, so viewers without a common film get exactly 0.
+        rated = dots > 0
+        sims = np.divide(dots, norms * own_norm, out=dots)
         k = strategy.neighbours
-        if candidates.shape[0] > k:
+        if np.count_nonzero(rated) > k:
             # Keep all that tie with the k-th so that the final order below is deterministic.
-            threshold = np.partition(sims, -k)[-k]
-            keep = sims >= threshold
-            candidates, sims = candidates[keep], sims[keep]
-        order = np.lexsort((candidates, -sims))[:k]
-        return candidates[order], sims[order]
+            candidates = np.flatnonzero(sims >= np.partition(sims, -k)[-k]).astype(np.int32)
+        else:
+            candidates = np.flatnonzero(rated).astype(np.int32)
+        kept = sims[candidates]
+        order = np.lexsort((candidates, -kept))[:k]
+        return candidates[order], kept[order]
 
-    def _co_rating_counts(self, cols: IntArray, n_users: int) -> FloatArray:
+    def _co_rating_counts(self, cols: ColArray, n_users: int) -> npt.NDArray[np.int64]:
         """How many of `cols` each viewer rated: the hot path, so slices and one bincount."""
         base = self._base
         known = cols[cols < base.n_movies]
         starts = base.m_indptr[known].tolist()
-        ends = base.m_indptr[known + 1].tolist()
+        ends = base.m_indptr[1:][known].tolist()
         indices = base.m_indices
         parts = [indices[a:b] for a, b in zip(starts, ends, strict=True)]
         raters = np.concatenate(parts) if parts else _EMPTY_INT
-        dots = np.bincount(raters, minlength=n_users).astype(np.float64)
+        dots = np.bincount(raters, minlength=n_users)
         if self._overlay_by_movie:
             for col in cols.tolist():
                 for other, new in self._overlay_by_movie.get(col, {}).items():
@@ -577,7 +662,7 @@ class RatingMatrix:
         col = self.movie_index.get(movie_id)
         if col is None:
             return None
-        raters, scores = self._movie_vector(col)
+        raters, scores = self._movie_vector(col, with_scores=not strategy.binary_similarity)
         if raters.shape[0] == 0:
             return []
         positions, others, values = self._gather_live(True, raters)
@@ -605,8 +690,13 @@ class RatingMatrix:
             for i in order.tolist()
         ]
 
-    def _movie_vector(self, col: int) -> tuple[IntArray, ScoreArray]:
-        rows, data = self._base.movie_row(col)
+    def _movie_vector(self, col: int, with_scores: bool) -> tuple[IntArray, ScoreArray]:
+        """The live raters of one film (sorted) and their scores (all 1 unless `with_scores`)."""
+        if with_scores:
+            rows, data = self._base.movie_row(col)
+        else:
+            rows = self._base.movie_raters(col)
+            data = np.ones(rows.shape[0], dtype=np.int8)
         changes = self._overlay_by_movie.get(col)
         if not changes:
             return rows, data
@@ -653,6 +743,7 @@ def build_merged(snapshot: MergeSnapshot) -> _Base:
         np.concatenate([base.u_data[~stale], values[live]]),
         snapshot.n_users,
         snapshot.n_movies,
+        movie_scores=base.has_movie_scores,
     )
 
 
