@@ -129,6 +129,10 @@ class IdMap:
         return int(self._ids.nbytes + self._order.nbytes + self._sorted.nbytes)
 
 
+# Film-major viewer rows are stored as uint16 within blocks of this many viewers.
+ROW_BLOCK = 1 << 16
+
+
 def column_dtype(n_movies: int) -> type[np.integer[Any]]:
     """The narrowest index type for film columns: uint16 halves the viewer-major indices."""
     return np.uint16 if n_movies <= np.iinfo(np.uint16).max + 1 else np.int32
@@ -137,7 +141,11 @@ def column_dtype(n_movies: int) -> type[np.integer[Any]]:
 @dataclass(slots=True)
 class _Base:
     """An immutable CSR pair: users x movies (uint16 or int32 columns, see `column_dtype`) and
-    its transpose (int32 rows), int8 scores.
+    its transpose, int8 scores.
+
+    The transpose keeps 2 bytes a viewer row too: its CSR rows are (film, block of ROW_BLOCK
+    viewers) pairs, `film * m_blocks + row // ROW_BLOCK`, holding `row % ROW_BLOCK`; a film's
+    blocks are adjacent, so its raters stay one contiguous, ascending run.
 
     The film-major scores are only read by the score-weighted (non-default) similarity, so they
     are derived on first use rather than held by every worker from the start.
@@ -148,8 +156,9 @@ class _Base:
     u_indptr: npt.NDArray[np.int64]
     u_indices: ColArray
     u_data: ScoreArray
+    m_blocks: int
     m_indptr: npt.NDArray[np.int64]
-    m_indices: IntArray
+    m_indices: npt.NDArray[np.uint16]
     _m_data: ScoreArray | None = None
 
     @classmethod
@@ -167,12 +176,16 @@ class _Base:
         u_indices = cols[order].astype(column_dtype(n_movies))
         u_data = scores[order].astype(np.int8)
         del order
-        base = cls(
-            n_users, n_movies, u_indptr, u_indices, u_data, _indptr(cols, n_movies), _EMPTY_INT
-        )
+        blocks = max(1, -(-n_users // ROW_BLOCK))
+        segments = cols.astype(np.int64) * blocks + rows // ROW_BLOCK
+        m_indptr = _indptr(segments, n_movies * blocks)
+        del segments
+        base = cls(n_users, n_movies, u_indptr, u_indices, u_data, blocks, m_indptr, _EMPTY_ROW)
         # Film-major order is the viewer-major one stably sorted by film (a radix sort for uint16).
         order = base._movie_order()
-        base.m_indices = np.repeat(np.arange(n_users, dtype=np.int32), np.diff(u_indptr))[order]
+        rows_by_movie = np.repeat(np.arange(n_users, dtype=np.int32), np.diff(u_indptr))[order]
+        base.m_indices = (rows_by_movie % ROW_BLOCK).astype(np.uint16)
+        del rows_by_movie
         if movie_scores:
             base._m_data = u_data[order]
         return base
@@ -200,16 +213,23 @@ class _Base:
         start, end = self.u_indptr[row], self.u_indptr[row + 1]
         return self.u_indices[start:end], self.u_data[start:end]
 
+    def movie_entries(self, cols: ColArray) -> tuple[IntArray, IntArray, npt.NDArray[np.int64]]:
+        """Every rating of the films `cols`: (position of the film in `cols`, viewer row,
+        offset into the film-major arrays); viewers ascending within a film."""
+        blocks = self.m_blocks
+        segments = (cols.astype(np.int64)[:, None] * blocks + np.arange(blocks)).ravel()
+        positions, offsets = _offsets(self.m_indptr, segments)
+        raters = self.m_indices[offsets].astype(np.int32)
+        if blocks > 1:
+            raters += (positions % blocks).astype(np.int32) * ROW_BLOCK
+        return positions // blocks, raters, offsets
+
     def movie_raters(self, col: int) -> IntArray:
-        if col >= self.n_movies:
-            return _EMPTY_INT
-        return self.m_indices[self.m_indptr[col] : self.m_indptr[col + 1]]
+        return self.movie_entries(np.array([col]))[1]
 
     def movie_row(self, col: int) -> tuple[IntArray, ScoreArray]:
-        if col >= self.n_movies:
-            return _EMPTY_INT, _EMPTY_SCORE
-        start, end = self.m_indptr[col], self.m_indptr[col + 1]
-        return self.m_indices[start:end], self.m_data[start:end]
+        _, raters, offsets = self.movie_entries(np.array([col]))
+        return raters, self.m_data[offsets]
 
     def value(self, row: int, col: int) -> int:
         if col >= self.n_movies:  # a film added since the build (and beyond a uint16 column)
@@ -221,6 +241,7 @@ class _Base:
 
 _EMPTY_INT: IntArray = np.zeros(0, dtype=np.int32)
 _EMPTY_SCORE: ScoreArray = np.zeros(0, dtype=np.int8)
+_EMPTY_ROW: npt.NDArray[np.uint16] = np.zeros(0, dtype=np.uint16)
 
 
 def _indptr(rows: IntArray, n_rows: int) -> npt.NDArray[np.int64]:
@@ -235,10 +256,10 @@ def _sums(index: ColArray, weights: FloatArray, size: int) -> FloatArray:
     return np.bincount(index, weights, minlength=size).astype(np.float64, copy=False)
 
 
-def _gather(
-    indptr: npt.NDArray[np.int64], indices: ColArray, data: ScoreArray, rows: ColArray
-) -> tuple[IntArray, ColArray, ScoreArray]:
-    """Concatenated CSR rows: (position of the row in `rows`, column, value) per entry."""
+def _offsets(
+    indptr: npt.NDArray[np.int64], rows: ColArray | npt.NDArray[np.int64]
+) -> tuple[IntArray, npt.NDArray[np.int64]]:
+    """Where the entries of several CSR rows are: (position of the row in `rows`, offset)."""
     # Rows added since the base was built have no base entries.
     known = np.flatnonzero(rows < indptr.shape[0] - 1).astype(np.int32)
     starts = indptr[rows[known]]
@@ -246,11 +267,10 @@ def _gather(
     lengths = indptr[1:][rows[known]] - starts
     total = int(lengths.sum())
     if total == 0:
-        return _EMPTY_INT, _EMPTY_INT, _EMPTY_SCORE
+        return _EMPTY_INT, np.zeros(0, dtype=np.int64)
     # Index of every entry: each row's start repeated over its length plus a running offset.
     offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(total)
-    positions = np.repeat(known, lengths)
-    return positions, indices[offsets], data[offsets]
+    return np.repeat(known, lengths), offsets
 
 
 class RatingMatrix:
@@ -465,11 +485,14 @@ class RatingMatrix:
         sums over the live matrix without copying any row.
         """
         base = self._base
+        others: ColArray
         if by_users:
-            positions, others, data = _gather(base.u_indptr, base.u_indices, base.u_data, rows)
+            positions, offsets = _offsets(base.u_indptr, rows)
+            others, data = base.u_indices[offsets], base.u_data[offsets]
             overlay = self._overlay_by_user
         else:
-            positions, others, data = _gather(base.m_indptr, base.m_indices, base.m_data, rows)
+            positions, others, offsets = base.movie_entries(rows)
+            data = base.m_data[offsets]
             overlay = self._overlay_by_movie
         values = data.astype(np.float64)
         extra_pos: list[int] = []
@@ -550,15 +573,21 @@ class RatingMatrix:
         return candidates[order], kept[order]
 
     def _co_rating_counts(self, cols: ColArray, n_users: int) -> npt.NDArray[np.int64]:
-        """How many of `cols` each viewer rated: the hot path, so slices and one bincount."""
+        """How many of `cols` each viewer rated: the hot path, so slices and one bincount per
+        block of viewers (the film-major rows within a block need no decoding)."""
         base = self._base
-        known = cols[cols < base.n_movies]
-        starts = base.m_indptr[known].tolist()
-        ends = base.m_indptr[1:][known].tolist()
-        indices = base.m_indices
-        parts = [indices[a:b] for a, b in zip(starts, ends, strict=True)]
-        raters = np.concatenate(parts) if parts else _EMPTY_INT
-        dots = np.bincount(raters, minlength=n_users)
+        blocks = base.m_blocks
+        segments = cols[cols < base.n_movies].astype(np.int64) * blocks
+        indptr, indices = base.m_indptr, base.m_indices
+        dots = np.zeros(n_users, dtype=np.int64)
+        for block in range(blocks):
+            starts = indptr[segments + block].tolist()
+            ends = indptr[1:][segments + block].tolist()
+            parts = [indices[a:b] for a, b in zip(starts, ends, strict=True)]
+            if parts:
+                low = block * ROW_BLOCK
+                size = min(ROW_BLOCK, base.n_users - low)
+                dots[low : low + size] = np.bincount(np.concatenate(parts), minlength=size)
         if self._overlay_by_movie:
             for col in cols.tolist():
                 for other, new in self._overlay_by_movie.get(col, {}).items():

@@ -306,3 +306,25 @@ def test_film_major_scores_are_held_only_once_a_score_similarity_needs_them() ->
     m.apply(A, M4, 9)
     assert m.merge() == 1
     assert m.nbytes()["film-major scores"] == len(RATINGS) + 1
+
+
+def test_viewers_beyond_the_first_row_block_are_found() -> None:
+    # 65,538 viewers: the film-major rows span two blocks of 65,536 viewers.
+    crowd = [uuid.UUID(int=100_000 + i) for i in range(65_538)]
+    common, f1, f2, f3 = (uuid.UUID(int=900 + i) for i in range(4))
+    x, y = crowd[10], crowd[-1]
+    triples = [(viewer, common, 5) for viewer in crowd]
+    triples += [(x, f1, 8), (y, f1, 8), (y, f2, 9), (crowd[-2], f3, 7)]
+    m = RatingMatrix.from_triples(triples)
+    assert row_of(m, y) == 65_537
+    assert m.nbytes()["film-major rows"] == 2 * len(triples)
+    for binary in (True, False):
+        strategy = Strategy(neighbours=2, binary_similarity=binary, min_ratings=1)
+        rows, _ = m.neighbours(row_of(m, x), strategy)
+        # y shares two films with x, every other viewer one.
+        assert m.user_ids[rows[0]] == y
+        assert m.recommend(x, 1, strategy).picks[0].movie_id == f2
+        similar = m.similar_movies(f1, 2, strategy)
+        assert similar is not None
+        assert [(s.movie_id, s.common_viewers) for s in similar] == [(f2, 1), (common, 2)]
+    assert [movie for movie, _ in m.user_ratings(y)] == [common, f1, f2]
