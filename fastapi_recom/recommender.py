@@ -564,9 +564,13 @@ class RatingMatrix:
         rated = dots > 0
         sims = np.divide(dots, norms * own_norm, out=dots)
         k = strategy.neighbours
-        if np.count_nonzero(rated) > k:
+        count = np.count_nonzero(rated)
+        if count > k:
+            # numpy's introselect slows down ~30x on an array that is mostly zeros: then only
+            # the similar viewers are partitioned.
+            pool = sims if 2 * count >= n_users else sims[rated]
             # Keep all that tie with the k-th so that the final order below is deterministic.
-            candidates = np.flatnonzero(sims >= np.partition(sims, -k)[-k]).astype(np.int32)
+            candidates = np.flatnonzero(sims >= np.partition(pool, -k)[-k]).astype(np.int32)
         else:
             candidates = np.flatnonzero(rated).astype(np.int32)
         kept = sims[candidates]

@@ -238,12 +238,16 @@ def reference_neighbours(
 
 
 @pytest.mark.parametrize("binary", [True, False])
-def test_neighbours_equal_the_definition_with_ties_and_changes(binary: bool) -> None:
+# Dense: most viewers share a film with anyone; sparse: few do (the top-k takes another path).
+@pytest.mark.parametrize(("films", "density"), [(12, 0.3), (30, 0.1)])
+def test_neighbours_equal_the_definition_with_ties_and_changes(
+    binary: bool, films: int, density: float
+) -> None:
     rng = random.Random(11)
     users = [uuid.UUID(int=3000 + i) for i in range(60)]
-    movies = [uuid.UUID(int=7000 + i) for i in range(12)]
+    movies = [uuid.UUID(int=7000 + i) for i in range(films)]
     # Few films and scores, so many viewers tie on similarity around the k-th.
-    state = {u: {mv: rng.choice([2, 4]) for mv in movies if rng.random() < 0.3} for u in users}
+    state = {u: {mv: rng.choice([2, 4]) for mv in movies if rng.random() < density} for u in users}
     state = {u: r for u, r in state.items() if r}
     m = RatingMatrix.from_triples((u, mv, s) for u, r in state.items() for mv, s in r.items())
     # Overlay changes: a viewer loses every rating (norm 0), new films, a newcomer.
