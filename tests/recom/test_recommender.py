@@ -332,3 +332,43 @@ def test_viewers_beyond_the_first_row_block_are_found() -> None:
         assert similar is not None
         assert [(s.movie_id, s.common_viewers) for s in similar] == [(f2, 1), (common, 2)]
     assert [movie for movie, _ in m.user_ratings(y)] == [common, f1, f2]
+
+
+def copy_stream(triples: list[tuple[uuid.UUID, uuid.UUID, int]]) -> bytes:
+    """A binary COPY of (user_id, movie_id, score) rows, as PostgreSQL sends it."""
+    from fastapi_recom.refresher import _ROW
+
+    rows = np.zeros(len(triples), dtype=_ROW)
+    rows["fields"], rows["user_len"], rows["movie_len"], rows["score_len"] = 3, 16, 16, 2
+    rows["user"] = [u.bytes for u, _, _ in triples]
+    rows["movie"] = [m.bytes for _, m, _ in triples]
+    rows["score"] = [s for _, _, s in triples]
+    return b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8 + rows.tobytes() + b"\xff\xff"
+
+
+async def test_a_load_numbers_viewers_and_films_by_id_whatever_the_stream() -> None:
+    from fastapi_recom.refresher import _CopyParser
+
+    rng = random.Random(3)
+    ids = [uuid.UUID(int=rng.getrandbits(128)) for _ in range(60)]
+    triples = [(ids[i], ids[30 + i], rng.randint(1, 10)) for i in range(30)]
+    triples += [(u, m, s) for (u, _, s), (_, m, _) in zip(triples, triples[5:], strict=False)]
+    loaded = []
+    for seed, chunk in [(1, 48 * 4 + 7), (2, 48 * 9), (3, 10_000)]:
+        shuffled = triples[:]
+        random.Random(seed).shuffle(shuffled)
+        stream = copy_stream(shuffled)
+        parser = _CopyParser(len(shuffled))
+        parser.BLOCK = chunk  # parse every few rows, as a long stream is parsed
+        for at in range(0, len(stream), chunk):
+            await parser.feed(stream[at : at + chunk])
+        m = parser.matrix()
+        users = [m.user_ids[row] for row in range(m.n_users)]
+        movies = [m.movie_ids[col] for col in range(m.n_movies)]
+        assert users == sorted(users, key=lambda u: u.bytes)
+        assert movies == sorted(movies, key=lambda u: u.bytes)
+        assert sorted(m.user_ratings(triples[0][0])) == sorted(
+            (mv, s) for u, mv, s in triples if u == triples[0][0]
+        )
+        loaded.append((users, m.neighbours(0, Strategy())[0].tolist()))
+    assert loaded[0] == loaded[1] == loaded[2]
