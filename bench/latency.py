@@ -1,7 +1,7 @@
 """Latency, throughput, freshness, memory and start-up of GET /recom/v1/user/{id} through nginx.
 
 Loads (a) MovieLens-100K or (b) a synthetic long-tailed set of ~10 M ratings into a database of
-its own (`recom_bench_<dataset>`), starts recom with two uvicorn workers
+its own (`recom${POSTGRES_DB_SUFFIX}_bench_<dataset>`), starts recom with two uvicorn workers
 behind the project's nginx template, and drives it with a small keep-alive HTTP client:
 
     .venv/bin/python -m bench.latency --dataset ml100k
@@ -414,6 +414,8 @@ async def freshness(
 
 async def main_async(args: argparse.Namespace) -> None:
     env = bench_env(args.suffix)
+    bootstrap.ensure_vhost(env)
+    bootstrap.ensure_nginx()
     await bootstrap._ensure_databases(env, [f"recom{args.suffix}"])
     subprocess.run(  # noqa: ASYNC221 - set-up, before anything is measured
         [sys.executable, "-m", "alembic", "-c", str(ROOT / "fastapi_recom/alembic.ini"), "upgrade", "head"],
@@ -567,7 +569,9 @@ def main() -> None:
     parser.add_argument("--dataset", choices=["ml100k", "synthetic"], default="ml100k")
     parser.add_argument("--ratings", type=int, default=10_000_000)
     parser.add_argument(
-        "--suffix", help="database suffix; default _bench_<dataset>, one database per set"
+        "--suffix",
+        help="database suffix; default $POSTGRES_DB_SUFFIX_bench_<dataset>, one database per set "
+        "and per engineer",
     )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=20.0)
@@ -579,7 +583,9 @@ def main() -> None:
         "--skip-load", action="store_true", help="reuse the synthetic set already loaded"
     )
     args = parser.parse_args()
-    args.suffix = args.suffix or f"_bench_{args.dataset}"
+    # The environment's suffix keeps two people's runs of the same set on this server apart.
+    own = os.environ.get("POSTGRES_DB_SUFFIX", "")
+    args.suffix = args.suffix or f"{own}_bench_{args.dataset}"
     print(
         f"machine: {os.cpu_count()} cores, "
         f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GB, "

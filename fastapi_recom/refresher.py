@@ -58,10 +58,19 @@ class _Ids:
         )
         return mapped[inverse.ravel()]
 
-    def id_map(self) -> IdMap:
+    def sorted_id_map(self) -> tuple[IdMap, np.ndarray]:
+        """The ids in byte order, and each assigned index's place in it.
+
+        Indices follow the stream's chunks, which differ from load to load; numbering by id
+        makes every worker and every restart break ties between equally similar viewers (and
+        equally scored films) the same way, so a viewer gets the same picks from each worker.
+        """
         raw = np.empty(len(self.index), dtype="S16")
         raw[list(self.index.values())] = list(self.index)
-        return IdMap(raw)
+        order = np.argsort(raw, kind="stable")
+        rank = np.empty(order.shape[0], dtype=np.int32)
+        rank[order] = np.arange(order.shape[0], dtype=np.int32)
+        return IdMap(raw[order]), rank
 
 
 class _CopyParser:
@@ -120,10 +129,12 @@ class _CopyParser:
     def matrix(self) -> RatingMatrix:
         self._parse()  # what is left after it is the 2-byte trailer (-1)
         n = self.size
-        matrix = RatingMatrix(
-            self.users.id_map(), self.movies.id_map(), self.rows[:n], self.cols[:n], self.scores[:n]
-        )
-        del self.rows, self.cols, self.scores
+        users, user_rank = self.users.sorted_id_map()
+        movies, movie_rank = self.movies.sorted_id_map()
+        rows, cols = user_rank[self.rows[:n]], movie_rank[self.cols[:n]]
+        del self.rows, self.cols
+        matrix = RatingMatrix(users, movies, rows, cols, self.scores[:n])
+        del self.scores
         return matrix
 
 

@@ -4,6 +4,7 @@ import math
 import random
 import uuid
 
+import numpy as np
 import pytest
 
 from fastapi_recom.recommender import (
@@ -11,6 +12,7 @@ from fastapi_recom.recommender import (
     STRATEGY_POPULAR,
     RatingMatrix,
     Strategy,
+    column_dtype,
 )
 
 A, B, C, D, E = (uuid.UUID(int=i) for i in range(1, 6))
@@ -217,3 +219,156 @@ def test_overlay_gives_the_same_answers_as_a_rebuilt_matrix(merge: bool) -> None
             want_similar = rebuilt.similar_movies(movie, 5, strategy) or []
             assert [s.similarity for s in got_similar] == [s.similarity for s in want_similar]
     assert sorted(live.user_ratings(users[0])) == sorted(rebuilt.user_ratings(users[0]))
+
+
+def reference_neighbours(
+    ratings: dict[uuid.UUID, dict[uuid.UUID, int]], user: uuid.UUID, k: int, binary: bool
+) -> list[tuple[uuid.UUID, float]]:
+    """The definition, one viewer at a time: cosine, ties by row (the order of first rating)."""
+    mine = ratings[user]
+    weight = (lambda score: 1) if binary else (lambda score: score)
+    own = math.sqrt(sum(weight(s) ** 2 for s in mine.values()))
+    sims = []
+    for row, (other, theirs) in enumerate(ratings.items()):
+        dot = sum(weight(mine[m]) * weight(s) for m, s in theirs.items() if m in mine)
+        if other != user and dot > 0:
+            norm = math.sqrt(sum(weight(s) ** 2 for s in theirs.values()))
+            sims.append((-(dot / (norm * own)), row, other))
+    return [(other, -negative) for negative, _, other in sorted(sims)[:k]]
+
+
+@pytest.mark.parametrize("binary", [True, False])
+# Dense: most viewers share a film with anyone; sparse: few do (the top-k takes another path).
+@pytest.mark.parametrize(("films", "density"), [(12, 0.3), (30, 0.1)])
+def test_neighbours_equal_the_definition_with_ties_and_changes(
+    binary: bool, films: int, density: float
+) -> None:
+    rng = random.Random(11)
+    users = [uuid.UUID(int=3000 + i) for i in range(60)]
+    movies = [uuid.UUID(int=7000 + i) for i in range(films)]
+    # Few films and scores, so many viewers tie on similarity around the k-th.
+    state = {u: {mv: rng.choice([2, 4]) for mv in movies if rng.random() < density} for u in users}
+    state = {u: r for u, r in state.items() if r}
+    m = RatingMatrix.from_triples((u, mv, s) for u, r in state.items() for mv, s in r.items())
+    # Overlay changes: a viewer loses every rating (norm 0), new films, a newcomer.
+    emptied = next(iter(state))
+    for movie in list(state[emptied]):
+        m.apply(emptied, movie, 0)
+    state[emptied] = {}
+    newcomer, new_movie = uuid.UUID(int=3999), uuid.UUID(int=7999)
+    for user, movie, score in [
+        (newcomer, movies[0], 4),
+        (newcomer, new_movie, 2),
+        (users[5], new_movie, 4),
+    ]:
+        m.apply(user, movie, score)
+        state.setdefault(user, {})[movie] = score
+    m.apply(uuid.UUID(int=3998), movies[1], 0)  # a deletion of nothing: a row without ratings
+    in_rows = {m.user_ids[row]: state.get(m.user_ids[row], {}) for row in range(m.n_users)}
+    strategy = Strategy(neighbours=7, binary_similarity=binary, max_profile=1000)
+    for user in [u for u in in_rows if in_rows[u]][:25]:
+        rows, sims = m.neighbours(row_of(m, user), strategy)
+        got = [(m.user_ids[r], s) for r, s in zip(rows.tolist(), sims.tolist(), strict=True)]
+        assert got == reference_neighbours(in_rows, user, 7, binary)
+
+
+def test_film_columns_are_uint16_while_the_films_fit() -> None:
+    assert column_dtype(3) is np.uint16
+    assert column_dtype(65_536) is np.uint16
+    assert column_dtype(65_537) is np.int32
+    m = matrix()
+    assert m.nbytes()["viewer-major columns"] == 2 * len(RATINGS)
+
+
+def test_the_last_uint16_column_is_found_by_its_raters() -> None:
+    # 65,536 films; X and Y share only the last column, 65,535 (where `col + 1` would wrap).
+    x, y, z = uuid.UUID(int=1), uuid.UUID(int=2), uuid.UUID(int=3)
+    films = [uuid.UUID(int=10_000 + i) for i in range(65_536)]
+    triples = [(z, film, 5) for film in films[:-1]]
+    triples += [(x, films[-1], 8), (x, films[0], 8), (y, films[-1], 8), (y, films[1], 8)]
+    m = RatingMatrix.from_triples(triples)
+    assert m.n_movies == 65_536
+    strategy = Strategy(neighbours=2, min_ratings=1, popular_min_ratings=1)
+    for binary in (True, False):
+        rows, _ = m.neighbours(row_of(m, x), Strategy(neighbours=2, binary_similarity=binary))
+        assert [m.user_ids[r] for r in rows] == [y, z]
+    assert m.recommend(x, 1, strategy).picks[0].movie_id == films[1]
+    assert m.value(row_of(m, y), 65_535) == 8
+    similar = m.similar_movies(films[-1], 2, strategy)
+    assert similar is not None
+    assert [s.movie_id for s in similar] == [films[0], films[1]]
+
+
+def test_film_major_scores_are_held_only_once_a_score_similarity_needs_them() -> None:
+    m = matrix()
+    m.recommend(A, 3, BINARY)
+    m.similar_movies(M1, 3, BINARY)
+    assert "film-major scores" not in m.nbytes()
+    score = Strategy(neighbours=3, binary_similarity=False, min_ratings=1)
+    m.recommend(A, 3, score)
+    assert m.nbytes()["film-major scores"] == len(RATINGS)
+    m.apply(A, M4, 9)
+    assert m.merge() == 1
+    assert m.nbytes()["film-major scores"] == len(RATINGS) + 1
+
+
+def test_viewers_beyond_the_first_row_block_are_found() -> None:
+    # 65,538 viewers: the film-major rows span two blocks of 65,536 viewers.
+    crowd = [uuid.UUID(int=100_000 + i) for i in range(65_538)]
+    common, f1, f2, f3 = (uuid.UUID(int=900 + i) for i in range(4))
+    x, y = crowd[10], crowd[-1]
+    triples = [(viewer, common, 5) for viewer in crowd]
+    triples += [(x, f1, 8), (y, f1, 8), (y, f2, 9), (crowd[-2], f3, 7)]
+    m = RatingMatrix.from_triples(triples)
+    assert row_of(m, y) == 65_537
+    assert m.nbytes()["film-major rows"] == 2 * len(triples)
+    for binary in (True, False):
+        strategy = Strategy(neighbours=2, binary_similarity=binary, min_ratings=1)
+        rows, _ = m.neighbours(row_of(m, x), strategy)
+        # y shares two films with x, every other viewer one.
+        assert m.user_ids[rows[0]] == y
+        assert m.recommend(x, 1, strategy).picks[0].movie_id == f2
+        similar = m.similar_movies(f1, 2, strategy)
+        assert similar is not None
+        assert [(s.movie_id, s.common_viewers) for s in similar] == [(f2, 1), (common, 2)]
+    assert [movie for movie, _ in m.user_ratings(y)] == [common, f1, f2]
+
+
+def copy_stream(triples: list[tuple[uuid.UUID, uuid.UUID, int]]) -> bytes:
+    """A binary COPY of (user_id, movie_id, score) rows, as PostgreSQL sends it."""
+    from fastapi_recom.refresher import _ROW
+
+    rows = np.zeros(len(triples), dtype=_ROW)
+    rows["fields"], rows["user_len"], rows["movie_len"], rows["score_len"] = 3, 16, 16, 2
+    rows["user"] = [u.bytes for u, _, _ in triples]
+    rows["movie"] = [m.bytes for _, m, _ in triples]
+    rows["score"] = [s for _, _, s in triples]
+    return b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8 + rows.tobytes() + b"\xff\xff"
+
+
+async def test_a_load_numbers_viewers_and_films_by_id_whatever_the_stream() -> None:
+    from fastapi_recom.refresher import _CopyParser
+
+    rng = random.Random(3)
+    ids = [uuid.UUID(int=rng.getrandbits(128)) for _ in range(60)]
+    triples = [(ids[i], ids[30 + i], rng.randint(1, 10)) for i in range(30)]
+    triples += [(u, m, s) for (u, _, s), (_, m, _) in zip(triples, triples[5:], strict=False)]
+    loaded = []
+    for seed, chunk in [(1, 48 * 4 + 7), (2, 48 * 9), (3, 10_000)]:
+        shuffled = triples[:]
+        random.Random(seed).shuffle(shuffled)
+        stream = copy_stream(shuffled)
+        parser = _CopyParser(len(shuffled))
+        parser.BLOCK = chunk  # parse every few rows, as a long stream is parsed
+        for at in range(0, len(stream), chunk):
+            await parser.feed(stream[at : at + chunk])
+        m = parser.matrix()
+        users = [m.user_ids[row] for row in range(m.n_users)]
+        movies = [m.movie_ids[col] for col in range(m.n_movies)]
+        assert users == sorted(users, key=lambda u: u.bytes)
+        assert movies == sorted(movies, key=lambda u: u.bytes)
+        assert sorted(m.user_ratings(triples[0][0])) == sorted(
+            (mv, s) for u, mv, s in triples if u == triples[0][0]
+        )
+        loaded.append((users, m.neighbours(0, Strategy())[0].tolist()))
+    assert loaded[0] == loaded[1] == loaded[2]
