@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
 import random
@@ -412,10 +413,34 @@ async def freshness(
     )
 
 
+@contextlib.asynccontextmanager
+async def picks_subscriber(env: dict[str, str]) -> AsyncIterator[None]:
+    """A queue bound to recom's picks events, as fastapi_ws's and notifications' are in a real
+    deployment: without one every publish comes back unroutable and recom logs a warning per
+    request, which is not what a deployment pays. Deleted (with what it holds) afterwards."""
+    from contracts.broker import consumer_queue, dead_letter_queue, declare_topology, make_broker
+    from contracts.events import RecommendationsGenerated
+
+    broker = make_broker(env["RABBITMQ_URL"])
+    await broker.connect()
+    await declare_topology(broker, "bench.picks", [RecommendationsGenerated.routing_key])
+    try:
+        yield
+    finally:
+        for queue in (consumer_queue("bench.picks"), dead_letter_queue("bench.picks")):
+            await (await broker.declare_queue(queue)).delete(if_unused=False, if_empty=False)
+        await broker.stop()
+
+
 async def main_async(args: argparse.Namespace) -> None:
     env = bench_env(args.suffix)
     bootstrap.ensure_vhost(env)
     bootstrap.ensure_nginx()
+    async with picks_subscriber(env):
+        await measure(args, env)
+
+
+async def measure(args: argparse.Namespace, env: dict[str, str]) -> None:
     await bootstrap._ensure_databases(env, [f"recom{args.suffix}"])
     subprocess.run(  # noqa: ASYNC221 - set-up, before anything is measured
         [sys.executable, "-m", "alembic", "-c", str(ROOT / "fastapi_recom/alembic.ini"), "upgrade", "head"],
