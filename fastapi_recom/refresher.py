@@ -39,6 +39,8 @@ _CHANGES_QUERY = "SELECT user_id, movie_id, score, deleted FROM rating WHERE upd
 # Requests allocate and free MB-sized numpy temporaries; glibc keeps the freed heap unless
 # asked to return it, which costs well under a millisecond now and then.
 _TRIM_EVERY = 10.0
+# Seconds behind the clock at which an open transaction's hold on the refresh is logged.
+_HELD_BACK_WARNING = 30.0
 _TITLES_QUERY = "SELECT movie_id, title FROM movie WHERE updated_at > $1"
 
 
@@ -192,6 +194,7 @@ class MatrixStore:
     _watermark: datetime | None = None
     _titles_watermark: datetime | None = None
     _last_merge: float = field(default_factory=time.monotonic)
+    _last_lag_warning: float = 0.0
     _task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -250,13 +253,26 @@ class MatrixStore:
         assert self._watermark is not None
         async with _driver(self.engine) as driver:
             # Two statements, two snapshots: the horizon first, then the rows.
-            horizon = (await driver.fetchrow(HORIZON, self.margin))[0]
+            horizon, now = await driver.fetchrow(HORIZON, self.margin)
             records = await driver.fetch(_CHANGES_QUERY, self._watermark)
+        self._warn_if_held_back(horizon, now)
         changed = 0
         for user_id, movie_id, score, deleted in records:
             changed += self.matrix.apply(user_id, movie_id, 0 if deleted else score)
         self._watermark = horizon
         return changed
+
+    def _warn_if_held_back(self, horizon: datetime, now: datetime) -> None:
+        """A transaction left open in the database (an idle psql session) keeps the horizon at
+        its start, so every poll rereads the rows written since: correct, but worth a word."""
+        lag = (now - horizon).total_seconds()
+        if lag > _HELD_BACK_WARNING and time.monotonic() - self._last_lag_warning > 60:
+            self._last_lag_warning = time.monotonic()
+            logger.warning(
+                "a transaction open for %.0f s in the recom database holds the rating refresh "
+                "back: each poll rereads the ratings written since it began",
+                lag,
+            )
 
     async def refresh_titles(self) -> None:
         since = (

@@ -4,7 +4,9 @@ import asyncio
 import uuid
 
 import httpx
+import pytest
 
+from fastapi_recom import refresher
 from fastapi_recom.config import get_settings
 from tests.recom.recommender_support import (
     connect,
@@ -42,9 +44,12 @@ async def test_new_rating_removes_the_film_from_picks_and_shows_in_ratings() -> 
     assert {r["movie_id"]: r["score"] for r in held.json()["items"]}[str(movies["m5"])] == 9
 
 
-async def test_rating_committed_long_after_it_was_stamped_still_reaches_the_picks() -> None:
+async def test_rating_committed_long_after_it_was_stamped_still_reaches_the_picks(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """A transaction that outlasts the refresh margin (the demo loader writes 100,000 ratings in
     one) commits rows stamped seconds earlier: the refresher must not have moved past them."""
+    monkeypatch.setattr(refresher, "_HELD_BACK_WARNING", 1.0)
     users, movies, ratings = hand_made_set()
     await put_ratings(ratings)
     token = make_token(users["A"])
@@ -61,6 +66,8 @@ async def test_rating_committed_long_after_it_was_stamped_still_reaches_the_pick
             return str(movies["m5"]) not in await _picks(client, users["A"], token)
 
         await wait_for(rated, timeout=3)
+    # Holding the window back is right, and said, since it makes every poll reread more.
+    assert "holds the rating refresh back" in caplog.text
 
 
 async def test_deleted_rating_leaves_neighbours_votes_and_own_ratings() -> None:
