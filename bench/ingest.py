@@ -176,6 +176,15 @@ async def count_rows(engine: object, user_ids: list[uuid.UUID]) -> int:
         return int((await conn.execute(query)).scalar_one())
 
 
+async def delete_rows(engine: object, user_ids: list[uuid.UUID]) -> None:
+    from sqlalchemy import delete
+
+    from fastapi_recom.models import Rating
+
+    async with engine.begin() as conn:  # type: ignore[attr-defined]
+        await conn.execute(delete(Rating).where(Rating.user_id.in_(user_ids)))
+
+
 async def wait_rows(
     engine: object, user_ids: list[uuid.UUID], at_least: int, *, interval: float
 ) -> int:
@@ -227,6 +236,7 @@ async def main(env: dict[str, str]) -> None:
     ugc_port, recom_port, gateway_port = free_port(), free_port(), free_port()
     processes: list[subprocess.Popen[bytes]] = []
     engine = make_engine(recom_settings().database_url, pool_size=1)
+    users = [uuid.uuid4() for _ in range(args.users)]
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as run_dir:
         try:
             async with empty_ratings_queues() as rabbit:
@@ -238,7 +248,6 @@ async def main(env: dict[str, str]) -> None:
                 )
                 await wait_ready(f"http://127.0.0.1:{gateway_port}/ugc/ready")
 
-                users = [uuid.uuid4() for _ in range(args.users)]
                 tokens = [make_token(user_id) for user_id in users]
                 # Warm-up: connections, prepared keys, worker imports.
                 await post_ratings(gateway_port, tokens, 500, args.connections)
@@ -299,6 +308,8 @@ async def main(env: dict[str, str]) -> None:
                         process.wait(15)
                     except subprocess.TimeoutExpired:
                         process.kill()
+            # recom loads every rating at start: a later run's drain would pay for this one's.
+            await delete_rows(engine, users)
             await engine.dispose()
 
 
