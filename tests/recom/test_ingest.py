@@ -12,11 +12,11 @@ from asgi_lifespan import LifespanManager
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contracts.broker import make_broker
+from contracts.broker import declare_topology, make_broker
 from contracts.db import make_engine, make_sessionmaker
 from contracts.events import Event, RatingDeleted, RatingSubmitted
 from fastapi_recom.config import get_settings
-from fastapi_recom.consumers import RATINGS_QUEUE, RatingsConsumer, Write
+from fastapi_recom.consumers import RATING_EVENTS, RATINGS_QUEUE, RatingsConsumer, Write
 from fastapi_recom.main import app
 from fastapi_recom.ratings import TOMBSTONE_SCORE, RatingChange, apply_changes
 from tests.ratings_pipeline import (
@@ -332,3 +332,32 @@ async def test_upsert_keeps_newest_of_duplicates_within_one_batch() -> None:
     assert await stored_ratings([user_id]) == {
         (user_id, movie_id): (9, at + timedelta(microseconds=9), False)
     }
+
+
+async def test_consumer_cancelled_by_the_broker_resumes_once_its_queue_is_back(
+    rabbit: Rabbit,
+) -> None:
+    """Deleting the queue makes the broker cancel its consumer, which pika does not recover by
+    itself: the consumer reconnects until the queue is declared again (as recom's start-up and
+    every other replica's do), then stores what arrives."""
+    async with own_consumer(rabbit, apply_changes) as consumer:
+        await rabbit.channel.queue_delete(consumer.queue_name)
+
+        async def stopped() -> bool:
+            return not consumer.consuming
+
+        await wait_for(stopped, timeout=5)
+        broker = make_broker(RABBITMQ_URL)
+        await broker.connect()
+        try:
+            await declare_topology(broker, consumer.queue_name, tuple(RATING_EVENTS))
+        finally:
+            await broker.stop()
+
+        async def consuming() -> bool:
+            return consumer.consuming
+
+        await wait_for(consuming, timeout=10)
+        event = rating(uuid.uuid4(), uuid.uuid4(), 8, datetime.now(UTC))
+        await rabbit.publish_events([event])
+        await wait_stored({(event.user_id, event.movie_id): state_of(event)})
