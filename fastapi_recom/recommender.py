@@ -275,6 +275,21 @@ def _offsets(
     return np.repeat(known, lengths), offsets
 
 
+def _with_changes(
+    index: ColArray, data: ScoreArray, changes: dict[int, int] | None
+) -> tuple[ColArray, ScoreArray]:
+    """One base row with the overlay's changes applied: live entries (score > 0), sorted."""
+    if not changes:
+        return index, data
+    merged = dict(zip(index.tolist(), data.tolist(), strict=True))
+    merged.update(changes)
+    live = sorted((i, s) for i, s in merged.items() if s > 0)
+    return (
+        np.fromiter((i for i, _ in live), dtype=np.int32, count=len(live)),
+        np.fromiter((s for _, s in live), dtype=np.int8, count=len(live)),
+    )
+
+
 class RatingMatrix:
     """All live ratings in memory: an immutable CSR base plus a small overlay of later changes.
 
@@ -468,16 +483,7 @@ class RatingMatrix:
     def user_vector(self, row: int) -> tuple[ColArray, ScoreArray]:
         """The live ratings of one viewer: film columns (sorted) and scores."""
         cols, data = self._base.user_row(row)
-        changes = self._overlay_by_user.get(row)
-        if not changes:
-            return cols, data
-        merged = dict(zip(cols.tolist(), data.tolist(), strict=True))
-        merged.update(changes)
-        live = sorted((c, s) for c, s in merged.items() if s > 0)
-        return (
-            np.fromiter((c for c, _ in live), dtype=np.int32, count=len(live)),
-            np.fromiter((s for _, s in live), dtype=np.int8, count=len(live)),
-        )
+        return _with_changes(cols, data, self._overlay_by_user.get(row))
 
     def _gather_live(self, by_users: bool, rows: ColArray) -> tuple[IntArray, ColArray, FloatArray]:
         """(position in `rows`, other index, score delta) for the live rows, overlay included.
@@ -724,23 +730,14 @@ class RatingMatrix:
             for i in order.tolist()
         ]
 
-    def _movie_vector(self, col: int, with_scores: bool) -> tuple[IntArray, ScoreArray]:
+    def _movie_vector(self, col: int, with_scores: bool) -> tuple[ColArray, ScoreArray]:
         """The live raters of one film (sorted) and their scores (all 1 unless `with_scores`)."""
         if with_scores:
             rows, data = self._base.movie_row(col)
         else:
             rows = self._base.movie_raters(col)
             data = np.ones(rows.shape[0], dtype=np.int8)
-        changes = self._overlay_by_movie.get(col)
-        if not changes:
-            return rows, data
-        merged = dict(zip(rows.tolist(), data.tolist(), strict=True))
-        merged.update(changes)
-        live = sorted((r, s) for r, s in merged.items() if s > 0)
-        return (
-            np.fromiter((r for r, _ in live), dtype=np.int32, count=len(live)),
-            np.fromiter((s for _, s in live), dtype=np.int8, count=len(live)),
-        )
+        return _with_changes(rows, data, self._overlay_by_movie.get(col))
 
     def user_ratings(self, user_id: uuid.UUID) -> list[tuple[uuid.UUID, int]]:
         """What recom holds for one viewer, as (movie_id, score), in film-index order."""

@@ -4,7 +4,6 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -18,13 +17,11 @@ from fastapi_ugc.config import get_settings as ugc_settings
 from fastapi_ugc.main import app as ugc_app
 from tests.ratings_pipeline import (
     DEAD_QUEUE,
-    RABBITMQ_URL,
     RATINGS_QUEUE,
     Rabbit,
     count_ratings,
     empty_ratings_queues,
     stored_ratings,
-    url_through,
 )
 from tests.recom.test_ingest import Pair, rating, settle, state_of, wait_stored
 from tests.support import ServiceProcess, TcpProxy, bearer, make_token, wait_for
@@ -34,17 +31,6 @@ from tests.support import ServiceProcess, TcpProxy, bearer, make_token, wait_for
 async def rabbit() -> AsyncIterator[Rabbit]:
     async with empty_ratings_queues() as rabbit:
         yield rabbit
-
-
-@pytest.fixture
-async def broker_proxy(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[TcpProxy]:
-    """Services started after this reach RabbitMQ through a TcpProxy the test can cut."""
-    target = urlsplit(RABBITMQ_URL)
-    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5672)
-    await proxy.start()
-    monkeypatch.setenv("RABBITMQ_URL", url_through(RABBITMQ_URL, proxy.port))
-    yield proxy
-    await proxy.close()
 
 
 @pytest.fixture

@@ -1,25 +1,12 @@
 """With RabbitMQ unreachable UGC answers 503 with Retry-After at once, and recovers by itself."""
 
 import uuid
-from collections.abc import AsyncIterator
-from urllib.parse import urlsplit
 
-import pytest
 from httpx import AsyncClient
 
 from fastapi_recom.consumers import RATINGS_QUEUE
-from tests.ratings_pipeline import RABBITMQ_URL, Rabbit, url_through
+from tests.ratings_pipeline import Rabbit
 from tests.support import TcpProxy, bearer, make_token, wait_for
-
-
-@pytest.fixture
-async def broker_proxy(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[TcpProxy]:
-    target = urlsplit(RABBITMQ_URL)
-    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5672)
-    await proxy.start()
-    monkeypatch.setenv("RABBITMQ_URL", url_through(RABBITMQ_URL, proxy.port))
-    yield proxy
-    await proxy.close()
 
 
 async def test_rating_while_broker_unreachable_answers_503_then_recovers(
