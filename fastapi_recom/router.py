@@ -6,10 +6,10 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
+from contracts.app import json_response
 from contracts.tokens import AUTH_RESPONSES, CurrentUser, Forbidden
 from fastapi_recom.dependencies import LoadedDep
 from fastapi_recom.errors import MovieNotFound
@@ -26,11 +26,6 @@ LOADING: dict[int | str, dict[str, Any]] = {
 FORBIDDEN: dict[int | str, dict[str, Any]] = {
     403: {"description": "Neither that user nor a superuser"}
 }
-
-
-def _json(body: dict[str, Any]) -> Response:
-    # The bodies are built from plain values, so orjson can write them without a model pass.
-    return Response(orjson.dumps(body), media_type="application/json")
 
 
 def _pick(pick: Pick, titles: TitleCache) -> dict[str, Any]:
@@ -87,7 +82,7 @@ async def get_user_recommendations(
     publish_in_background(
         request.app.state.broker, recommendation, loaded.titles, request.app.state.repeats
     )
-    return _json(
+    return json_response(
         {
             "user_id": user_id,
             "recommendations": [_pick(p, loaded.titles) for p in recommendation.picks],
@@ -114,7 +109,7 @@ async def get_user_ratings(
         raise Forbidden
     ratings = loaded.matrix.user_ratings(user_id)
     window = ratings[(page - 1) * size : page * size]
-    return _json(
+    return json_response(
         {
             "user_id": user_id,
             "items": [
@@ -135,7 +130,7 @@ async def get_user_ratings(
 )
 async def get_general(loaded: LoadedDep, limit: Limit = 10) -> Response:
     picks = loaded.matrix.general(limit, loaded.strategy)
-    return _json(
+    return json_response(
         {
             "recommendations": [_pick(p, loaded.titles) for p in picks],
             "strategy": STRATEGY_POPULAR,
@@ -164,7 +159,7 @@ async def get_similar_movies(
         if loaded.titles.get(movie_id) is None:
             raise MovieNotFound
         similar = []
-    return _json(
+    return json_response(
         {
             "movie_id": movie_id,
             "title": loaded.titles.get(movie_id),

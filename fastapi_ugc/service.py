@@ -6,6 +6,7 @@ from faststream.rabbit import RabbitBroker
 from redis.asyncio import Redis
 
 from contracts.events import RatingDeleted, RatingSubmitted
+from contracts.tokens import NotVerified, TokenClaims
 from fastapi_ugc.config import Settings
 from fastapi_ugc.errors import IdempotencyKeyReused
 from fastapi_ugc.events import RatingEvent, publish_rating_event
@@ -51,8 +52,11 @@ class Intake:
 
 
 async def accept_rating_event(
-    intake: Intake, event: RatingEvent, *, idempotent: bool
+    intake: Intake, claims: TokenClaims, event: RatingEvent, *, idempotent: bool
 ) -> RatingEvent:
+    """The event as published (the first one under a reused Idempotency-Key)."""
+    if not claims.is_verified and not intake.settings.ratings_allow_unverified:
+        raise NotVerified
     if idempotent:
         event = await recall_or_remember(intake.redis, event, ttl=intake.settings.idempotency_ttl)
     await publish_rating_event(intake.broker, event, timeout=intake.settings.publish_timeout)

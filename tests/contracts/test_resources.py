@@ -1,5 +1,6 @@
 """Shared plumbing: the Redis client queues callers beyond its pool size instead of failing
-them; the app factory takes start-up objects out of the garbage collector's reach."""
+them; the app factory takes start-up objects out of the garbage collector's reach, collects young
+objects less often, and leaves FastAPI's OpenTelemetry hooks off unless asked for."""
 
 import asyncio
 import gc
@@ -7,9 +8,10 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import pytest
 from fastapi import FastAPI
 
-from contracts.app import create_app
+from contracts.app import GC_YOUNG_THRESHOLD, create_app
 from contracts.resources import make_redis
 from contracts.settings import ServiceSettings
 
@@ -36,9 +38,26 @@ async def test_objects_alive_after_start_are_frozen_out_of_the_collector() -> No
 
     app = create_app(title="t", prefix="t", lifespan=lifespan)
     gc.unfreeze()
-    async with app.router.lifespan_context(app):
-        frozen = gc.get_freeze_count()
-        # Everything alive at start-up (this loaded dict included) is in the permanent generation.
-        assert frozen > 1000
-        assert not any(started[0] is obj for obj in gc.get_objects())
-    gc.unfreeze()
+    thresholds = gc.get_threshold()
+    gc.set_threshold(700)
+    try:
+        async with app.router.lifespan_context(app):
+            frozen = gc.get_freeze_count()
+            # Everything alive at start-up (this loaded dict included) is in the permanent
+            # generation, and young collections run less often than CPython's default.
+            assert frozen > 1000
+            assert not any(started[0] is obj for obj in gc.get_objects())
+            assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD > 700
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+
+
+async def test_fastapi_telemetry_hooks_are_off_unless_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    off = create_app(title="t", prefix="t")._telemetry
+    assert (off["tracing"], off["metrics"], off["logs"]) == (False, False, False)
+    monkeypatch.setenv("FASTAPI_OTEL_AUTO_CONFIGURE", "true")
+    on = create_app(title="t", prefix="t")._telemetry
+    assert (on["tracing"], on["metrics"], on["logs"]) == (True, True, True)

@@ -39,10 +39,14 @@ async def test_submit_rating_publishes_persistent_event_with_user_from_token(
     assert message.message_id == body["event_id"]
     assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
     assert message.content_type == "application/json"
+    assert message.type == "ugc.rating.submitted"
     event = RatingSubmitted.model_validate_json(message.body)
     assert (event.user_id, event.movie_id, event.score) == (user_id, movie_id, 7)
     assert str(event.event_id) == body["event_id"]
     assert event.occurred_at == datetime.fromisoformat(body["occurred_at"])
+    # Written as the event is: UTC with a Z, to the microsecond.
+    assert body["occurred_at"] == event.model_dump(mode="json")["occurred_at"]
+    assert body["occurred_at"].endswith("Z")
     assert event.occurred_at.utcoffset() == timedelta(0)
     assert before <= event.occurred_at <= datetime.now(UTC)
 
