@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import platform
 import random
@@ -409,7 +410,7 @@ async def freshness(
     delays.sort()
     print(
         f"freshness over {trials} ratings: median {statistics.median(delays) * 1000:.0f} ms, "
-        f"p95 {delays[int(0.95 * len(delays)) - 1] * 1000:.0f} ms, max {delays[-1] * 1000:.0f} ms"
+        f"p95 {delays[math.ceil(0.95 * len(delays)) - 1] * 1000:.0f} ms, max {delays[-1] * 1000:.0f} ms"
     )
 
 

@@ -272,6 +272,28 @@ def test_neighbours_equal_the_definition_with_ties_and_changes(
         assert got == reference_neighbours(in_rows, user, 7, binary)
 
 
+@pytest.mark.parametrize("binary", [True, False])
+# 20,000 viewers: the k nearest are screened with a sample's k-th best before partitioning;
+# with 40 films most viewers share one with anyone, with 2,000 films almost none do.
+@pytest.mark.parametrize(("films", "density"), [(40, 0.1), (2_000, 0.002)])
+def test_neighbours_among_many_viewers_equal_the_definition(
+    binary: bool, films: int, density: float
+) -> None:
+    rng = random.Random(5)
+    movies = [uuid.UUID(int=90_000 + i) for i in range(films)]
+    state: dict[uuid.UUID, dict[uuid.UUID, int]] = {}
+    for i in range(20_000):
+        rated = {mv: rng.choice([2, 4]) for mv in rng.sample(movies, int(films * density) + 1)}
+        state[uuid.UUID(int=100_000 + i)] = rated
+    m = RatingMatrix.from_triples((u, mv, s) for u, r in state.items() for mv, s in r.items())
+    for k in (7, 80):
+        strategy = Strategy(neighbours=k, binary_similarity=binary)
+        for user in rng.sample(sorted(state), 4):
+            rows, sims = m.neighbours(row_of(m, user), strategy)
+            got = [(m.user_ids[r], s) for r, s in zip(rows.tolist(), sims.tolist(), strict=True)]
+            assert got == reference_neighbours(state, user, k, binary)
+
+
 def test_film_columns_are_uint16_while_the_films_fit() -> None:
     assert column_dtype(3) is np.uint16
     assert column_dtype(65_536) is np.uint16
