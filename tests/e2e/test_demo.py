@@ -64,6 +64,9 @@ async def test_readme_demo_request_answers_what_readme_shows(suite: Suite) -> No
             return [(p["movie_id"], p["title"], p["reason"]) for p in picks] == expected
 
         # The ratings reach the matrix within a second and the titles with the next ETL pass.
-        await wait_for(as_in_readme, timeout=90, interval=1)
+        try:
+            await wait_for(as_in_readme, timeout=90, interval=1)
+        except AssertionError as exc:
+            raise AssertionError(f"the README's table, but the last answer was {answer}") from exc
         assert answer["user_id"] == DEMO_VIEWER
         assert answer["strategy"] == "user_knn_cosine"
