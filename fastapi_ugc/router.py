@@ -5,6 +5,8 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from contracts.app import json_response
 from contracts.events import RatingDeleted, RatingSubmitted
@@ -40,19 +42,37 @@ RESPONSES: dict[int | str, dict[str, object]] = {
 }
 
 
+async def _rating_body(request: Request) -> RatingCreate:
+    """The body, parsed and validated by pydantic in one pass. FastAPI's own body handling
+    parses the content type with the `email` package, decodes with `json` and then validates:
+    8 % of this route's CPU in process, on the service's hottest path."""
+    try:
+        return RatingCreate.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
+        ) from None
+
+
 @router.post(
     "/ratings",
     status_code=202,
     response_model=RatingAccepted,
     summary="Rate a film (1-10); accepted once RabbitMQ has confirmed the event",
     responses=RESPONSES,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": RatingCreate.model_json_schema()}},
+        }
+    },
 )
 async def submit_rating(
     request: Request,
-    rating: RatingCreate,
     claims: CurrentUser,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
+    rating = await _rating_body(request)
     # UGC's clock orders a viewer's ratings of a film; recom keeps the newest.
     event = RatingSubmitted(
         user_id=claims.user_id,

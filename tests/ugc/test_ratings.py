@@ -100,6 +100,18 @@ async def test_submit_rating_refuses_bad_body_without_publishing(
     assert await rabbit.take_all(RATINGS_QUEUE) == []
 
 
+async def test_submit_rating_names_the_body_field_that_failed(
+    client: AsyncClient, rabbit: Rabbit
+) -> None:
+    response = await client.post(RATINGS, json=rate(MOVIE, 11), headers=bearer(make_token()))
+    empty = await client.post(RATINGS, content=b"", headers=bearer(make_token()))
+
+    assert (response.status_code, response.json()["detail"]) == (422, "VALIDATION_ERROR")
+    assert [e["loc"] for e in response.json()["errors"]] == [["body", "score"]]
+    assert (empty.status_code, empty.json()["detail"]) == (422, "VALIDATION_ERROR")
+    assert await rabbit.take_all(RATINGS_QUEUE) == []
+
+
 async def test_submit_rating_refuses_body_that_is_not_json(
     client: AsyncClient, rabbit: Rabbit
 ) -> None:
