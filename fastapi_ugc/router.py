@@ -45,7 +45,7 @@ RESPONSES: dict[int | str, dict[str, object]] = {
 async def _rating_body(request: Request) -> RatingCreate:
     """The body, parsed and validated by pydantic in one pass. FastAPI's own body handling
     parses the content type with the `email` package, decodes with `json` and then validates:
-    8 % of this route's CPU in process, on the service's hottest path."""
+    ≈ 20 of the route's ≈ 450 µs in process, on the service's hottest path."""
     try:
         return RatingCreate.model_validate_json(await request.body())
     except ValidationError as exc:
