@@ -806,7 +806,7 @@ class RatingMatrix:
         if row is None:
             return []
         cols, scores = self.user_vector(row)
-        return [(self.movie_ids[c], s) for c, s in zip(cols.tolist(), scores.tolist(), strict=True)]
+        return [(self._movie_id(c), s) for c, s in zip(cols.tolist(), scores.tolist(), strict=True)]
 
 
 @dataclass(frozen=True, slots=True)
