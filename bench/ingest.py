@@ -1,7 +1,7 @@
 """Ratings ingest benchmark: POSTs through nginx to UGC (confirmed publishes), then recom's drain.
 
-Starts fastapi_ugc (uvicorn, 2 workers) and nginx on free ports, with the suite's test
-databases, RabbitMQ vhost and Redis database (never a running suite's data). Phase 1: many
+Starts fastapi_ugc (uvicorn, 2 workers) and nginx on free ports, with databases and a RabbitMQ
+vhost of its own (`scripts.bootstrap.bench_environment`: never the suite's). Phase 1: many
 keep-alive clients POST /ugc/v1/ratings through nginx while recom is stopped, so the queue
 holds every accepted rating; it reports accepted ratings/s and the POST latency. Phase 2:
 starts fastapi_recom and times its consumer draining the queue into PostgreSQL.
@@ -29,20 +29,6 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def prepare_environment() -> dict[str, str]:
-    from scripts import bootstrap
-
-    bootstrap.ensure_env_file()
-    env = bootstrap.load_env()
-    env.update(bootstrap.test_environment(env))
-    os.environ.update(bootstrap.test_environment(env))
-    bootstrap.check_dependencies(env)
-    bootstrap.ensure_vhost(env)
-    bootstrap.ensure_databases(env)
-    bootstrap.migrate(env)
-    return env
 
 
 def machine() -> str:
@@ -338,4 +324,6 @@ async def main(env: dict[str, str]) -> None:
 if __name__ == "__main__":
     import uvloop
 
-    uvloop.run(main(prepare_environment()))
+    from scripts import bootstrap
+
+    uvloop.run(main(bootstrap.prepare_bench()))

@@ -1,7 +1,7 @@
 """Benchmark: 10,000 digests from recom's answer event to a local SMTP sink (aiosmtpd).
 
-Runs notifications_service as a real uvicorn process against the suite's test database and
-broker vhost (like the tests; its two tables are emptied first), reserves one digest per
+Runs notifications_service as a real uvicorn process against a database and broker vhost of
+its own (`scripts.bootstrap.bench_environment`; its two tables are emptied first), reserves one digest per
 viewer, then plays recom: publishes one `RecommendationsGenerated(trigger="digest")` per
 viewer and times each from just before its publish to the sink's 250.
 
@@ -23,7 +23,7 @@ from pathlib import Path
 from scripts import bootstrap
 
 bootstrap.ensure_env_file()
-for _name, _value in bootstrap.test_environment(bootstrap.load_env()).items():
+for _name, _value in bootstrap.bench_environment(bootstrap.load_env()).items():
     os.environ.setdefault(_name, _value)
 
 from sqlalchemy import insert, text  # noqa: E402
@@ -178,6 +178,7 @@ def main() -> None:
         "--rate", type=float, default=0, help="events per second; 0 publishes as fast as it can"
     )
     args = parser.parse_args()
+    bootstrap.prepare_bench()
     asyncio.run(run(args.viewers, args.connections, args.publishers, args.rate))
 
 

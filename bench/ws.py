@@ -34,18 +34,6 @@ from tests.support import ServiceProcess, free_port, make_token
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def prepare_environment() -> dict[str, str]:
-    bootstrap.ensure_env_file()
-    env = bootstrap.load_env()
-    env.update(bootstrap.test_environment(env))
-    os.environ.update(env)
-    bootstrap.check_dependencies(env)
-    bootstrap.ensure_vhost(env)
-    bootstrap.ensure_databases(env)
-    bootstrap.migrate(env)
-    return env
-
-
 def nginx_config(directory: Path, port: int, upstreams: list[int]) -> Path:
     servers = "\n".join(f"        server 127.0.0.1:{p};" for p in upstreams)
     user = "user root;\n" if os.geteuid() == 0 else ""
@@ -250,7 +238,7 @@ def main() -> None:
     parser.add_argument("--prefetch", type=int, default=0, help="override CHAT_CONSUMER_PREFETCH")
     parser.add_argument("--drain-timeout", type=float, default=60.0)
     args = parser.parse_args()
-    env = prepare_environment()
+    env = bootstrap.prepare_bench()
     asyncio.run(run(args, env))
 
 

@@ -81,8 +81,9 @@ def recommendations_email(
         intro=f"Here are {len(items)} films we think you will enjoy:",
         items=[
             {
+                # Not the score: a pick's score ranks it among the viewer's picks (a sum of
+                # neighbours' similarities), it is no mark out of 10; the reason says why.
                 "title": item.title or "Untitled film",
-                "score": item.score,
                 "reason": item.reason or DEFAULT_REASON,
             }
             for item in items

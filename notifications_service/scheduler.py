@@ -8,6 +8,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -26,23 +27,35 @@ Publish = Callable[[Event], Awaitable[None]]
 ROUND_ERRORS: tuple[type[Exception], ...] = (PublishFailed, *DEPENDENCY_ERRORS)
 
 
+class DuePeriod(NamedTuple):
+    """A digest period that has opened: its key (`D2026-11-28`, `W2026-48`) and when it
+    opened. Viewers who signed up after the opening get their first digest next period, not
+    one at the next tick after signing up."""
+
+    key: str
+    opened_at: datetime | None  # None: forced, everyone subscribed now is due
+
+
 def due_periods(
     now: datetime, settings: Settings, *, force: bool = False
-) -> dict[DigestFrequency, str]:
-    """The period each frequency is due for at `now` (UTC): `D2026-11-28`, `W2026-48`.
+) -> dict[DigestFrequency, DuePeriod]:
+    """The period each frequency is due for at `now` (UTC).
 
     `force` (the superuser's "run now") skips the hour and weekday: still one per period.
     """
-    periods: dict[DigestFrequency, str] = {}
-    if force or now.hour >= settings.digest_hour_utc:
-        periods[DigestFrequency.DAILY] = f"D{now.date().isoformat()}"
+    periods: dict[DigestFrequency, DuePeriod] = {}
+    day_opens = now.replace(hour=settings.digest_hour_utc, minute=0, second=0, microsecond=0)
+    if force or now >= day_opens:
+        periods[DigestFrequency.DAILY] = DuePeriod(
+            f"D{now.date().isoformat()}", None if force else day_opens
+        )
     week_start = (now - timedelta(days=now.weekday())).replace(
         hour=0, minute=0, second=0, microsecond=0
     )
     opens = week_start + timedelta(days=settings.digest_weekday, hours=settings.digest_hour_utc)
     if force or now >= opens:
         year, week, _ = now.isocalendar()
-        periods[DigestFrequency.WEEKLY] = f"W{year}-{week:02d}"
+        periods[DigestFrequency.WEEKLY] = DuePeriod(f"W{year}-{week:02d}", None if force else opens)
     return periods
 
 
@@ -61,15 +74,19 @@ async def run_digest_round(
     still fills only one digest.
     """
     requested = 0
-    for frequency, period in due_periods(now or utcnow(), settings, force=force).items():
+    for frequency, due in due_periods(now or utcnow(), settings, force=force).items():
         while True:
             async with sessionmaker() as session:
                 user_ids = await service.reserve_digests(
-                    session, frequency=frequency, period=period, limit=settings.digest_batch_size
+                    session,
+                    frequency=frequency,
+                    period=due.key,
+                    limit=settings.digest_batch_size,
+                    signed_up_before=due.opened_at,
                 )
             if not user_ids:
                 break
-            await _request(sessionmaker, publish, user_ids, period)
+            await _request(sessionmaker, publish, user_ids, due.key)
             requested += len(user_ids)
     while True:
         async with sessionmaker() as session:

@@ -7,7 +7,18 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Text, Update, and_, func, literal, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Text,
+    Update,
+    and_,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -340,9 +351,15 @@ def _take(
 
 
 async def reserve_digests(
-    session: AsyncSession, *, frequency: DigestFrequency, period: str, limit: int
+    session: AsyncSession,
+    *,
+    frequency: DigestFrequency,
+    period: str,
+    limit: int,
+    signed_up_before: datetime | None = None,
 ) -> list[uuid.UUID]:
-    """Insert an awaiting digest for up to `limit` due viewers that have none for the period.
+    """Insert an awaiting digest for up to `limit` due viewers that have none for the period
+    (of those who signed up before `signed_up_before`, when given).
 
     The unique key makes a concurrent or repeated run insert nothing twice; only the
     viewers this call inserted are returned, to be requested from recom.
@@ -363,6 +380,7 @@ async def reserve_digests(
             Recipient.digest_frequency == frequency,
             Recipient.is_verified.is_(True),
             Recipient.unsubscribed_at.is_(None),
+            Recipient.created_at < signed_up_before if signed_up_before is not None else true(),
             ~select(Delivery.delivery_id).where(Delivery.dedup_key == key).exists(),
         )
         .order_by(Recipient.user_id)

@@ -433,5 +433,32 @@ def test_environment(env: dict[str, str]) -> dict[str, str]:
     }
 
 
+def bench_environment(env: dict[str, str]) -> dict[str, str]:
+    """The benches' settings: the suite's servers, but databases and a broker vhost of their
+    own, so a bench left running (or killed without its children) never takes a test's
+    messages or rows, and a test never empties a bench's tables."""
+    test = test_environment(env)
+    rabbit = urlsplit(test["RABBITMQ_URL"])
+    vhost = rabbit.path.lstrip("/") or "cinema"
+    return {
+        **test,
+        "POSTGRES_DB_SUFFIX": f"{test['POSTGRES_DB_SUFFIX']}_bench",
+        "RABBITMQ_URL": rabbit._replace(path=f"/{vhost}_bench").geturl(),
+    }
+
+
+def prepare_bench() -> dict[str, str]:
+    """`bench_environment` applied to this process, its vhost and databases made and migrated."""
+    ensure_env_file()
+    env = load_env()
+    env.update(bench_environment(env))
+    os.environ.update(env)
+    check_dependencies(env)
+    ensure_vhost(env)
+    ensure_databases(env)
+    migrate(env)
+    return env
+
+
 if __name__ == "__main__":
     main()

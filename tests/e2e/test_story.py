@@ -157,10 +157,14 @@ async def test_readme_story_from_sign_up_to_picks_in_room_and_inbox(
             assert preference.status_code == 200, preference.text
             again = await client.get(f"/recom/v1/user/{user_id}?limit=5", headers=bearer(token))
             assert again.status_code == 200
-            digest = await mail_to(suite, email, "picks")
+            digest = await mail_to(suite, email, "New film picks")
             body = text_of(digest)
             for pick in again.json()["recommendations"]:
                 assert pick["title"] in body
+            # Signed up a minute ago: her first daily digest is tomorrow's, not one today.
+            assert [m["Subject"] for m in suite.mail.to(email) if "picks" in m["Subject"]] == [
+                "New film picks for you"
+            ]
             assert digest["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
             unsubscribe = re.search(
                 r"<(http[^>]+/notifications/v1/unsubscribe/[^>]+)>", digest["List-Unsubscribe"]

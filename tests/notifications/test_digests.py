@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 
 import pytest
@@ -15,7 +15,7 @@ from contracts.broker import publish_event
 from contracts.events import Event, RecommendationsGenerated
 from notifications_service.config import Settings
 from notifications_service.models import DeliveryKind, DeliveryStatus, DigestFrequency
-from notifications_service.scheduler import due_periods, run_digest_round
+from notifications_service.scheduler import DuePeriod, due_periods, run_digest_round
 from tests.notifications.conftest import (
     TEST_SETTINGS,
     FakeRecom,
@@ -71,8 +71,11 @@ async def test_immediate_viewer_mailed_at_once_at_most_once_an_hour(
     [message] = smtp_sink.to(viewer.email)
     assert message["Subject"] == "New film picks for you"
     text = body(message, "plain")
-    assert "1. Alien (9.0/10)\n   Because you liked film 0" in text
-    assert "2. Brazil (8.0/10)\n   Because you liked film 1" in text
+    assert "1. Alien\n   Because you liked film 0" in text
+    assert "2. Brazil\n   Because you liked film 1" in text
+    # The score ranks the picks; it is no mark out of 10 and the e-mail does not print it.
+    assert "9.0" not in text
+    assert "9.0" not in body(message, "html")
 
 
 async def test_request_picks_not_mailed_when_frequency_daily_weekly_or_off(
@@ -123,6 +126,40 @@ async def test_digest_requested_for_verified_subscribed_daily_and_weekly_viewers
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert smtp_sink.to(weekly.email)[0]["Subject"] == "Your weekly film picks"
     assert await count_status(service.sessionmaker, DeliveryStatus.SENT) == 2
+
+
+async def test_scheduled_digest_starts_the_period_after_sign_up(
+    service: Service, broker: RabbitBroker, recom: FakeRecom
+) -> None:
+    # Digests open on Tuesdays (weekly) and every day (daily) at 08:00 UTC.
+    settings = service.settings.model_copy(update={"digest_hour_utc": 8, "digest_weekday": 1})
+    tuesday = datetime(2026, 11, 24, 12, tzinfo=UTC)
+    async with service.sessionmaker() as session:
+        daily_before = await create_recipient(session, created_at=tuesday - timedelta(days=1))
+        daily_after = await create_recipient(session, created_at=tuesday - timedelta(hours=3))
+        weekly_before = await create_recipient(
+            session, digest_frequency="weekly", created_at=tuesday - timedelta(days=4)
+        )
+        weekly_after = await create_recipient(
+            session, digest_frequency="weekly", created_at=tuesday - timedelta(hours=1)
+        )
+    publish_ = partial(publish_event, broker)
+
+    assert await run_digest_round(service.sessionmaker, publish_, settings, now=tuesday) == 2
+    await wait_for(lambda: _answers_seen(recom, 2))
+    assert sorted(recom.requested()) == sorted([daily_before.user_id, weekly_before.user_id])
+    assert await deliveries(service.sessionmaker, daily_after.user_id) == []
+
+    # Wednesday's daily digest is the newcomer's first; the weekly one waits for next Tuesday.
+    wednesday = tuesday + timedelta(days=1)
+    assert await run_digest_round(service.sessionmaker, publish_, settings, now=wednesday) == 2
+    [first] = await deliveries(service.sessionmaker, daily_after.user_id)
+    assert first.period == "D2026-11-25"
+    assert await deliveries(service.sessionmaker, weekly_after.user_id) == []
+    next_tuesday = tuesday + timedelta(days=7)
+    await run_digest_round(service.sessionmaker, publish_, settings, now=next_tuesday)
+    [weekly] = await deliveries(service.sessionmaker, weekly_after.user_id)
+    assert weekly.period == "W2026-49"
 
 
 async def test_one_digest_per_period_when_scheduler_runs_twice(
@@ -179,8 +216,10 @@ async def test_one_digest_per_period_when_round_killed_midway(
 async def test_one_digest_per_period_when_service_process_killed(
     db: async_sessionmaker[AsyncSession], recom: FakeRecom, smtp_sink: SmtpSink
 ) -> None:
+    # Signed up yesterday: the process's own scheduler finds today's digest due for them.
+    yesterday = datetime.now(UTC) - timedelta(days=1)
     async with db() as session:
-        viewers = [await create_recipient(session) for _ in range(60)]
+        viewers = [await create_recipient(session, created_at=yesterday) for _ in range(60)]
     env = {
         **TEST_SETTINGS,
         "DIGEST_SCHEDULER_SECONDS": "0.2",
@@ -236,13 +275,16 @@ def test_due_periods_open_at_configured_hour_and_weekday(service_settings: Setti
     wednesday_early = datetime(2026, 11, 25, 7, 59, tzinfo=UTC)
     wednesday_eight = datetime(2026, 11, 25, 8, tzinfo=UTC)
 
-    assert due_periods(tuesday_noon, settings) == {DigestFrequency.DAILY: "D2026-11-24"}
+    assert due_periods(tuesday_noon, settings) == {
+        DigestFrequency.DAILY: DuePeriod("D2026-11-24", tuesday_noon.replace(hour=8))
+    }
     assert due_periods(wednesday_early, settings) == {}
     assert due_periods(wednesday_eight, settings) == {
-        DigestFrequency.DAILY: "D2026-11-25",
-        DigestFrequency.WEEKLY: "W2026-48",
+        DigestFrequency.DAILY: DuePeriod("D2026-11-25", wednesday_eight),
+        DigestFrequency.WEEKLY: DuePeriod("W2026-48", wednesday_eight),
     }
+    # Forced: today's and this week's keys, for everyone subscribed now.
     assert due_periods(wednesday_early, settings, force=True) == {
-        DigestFrequency.DAILY: "D2026-11-25",
-        DigestFrequency.WEEKLY: "W2026-48",
+        DigestFrequency.DAILY: DuePeriod("D2026-11-25", None),
+        DigestFrequency.WEEKLY: DuePeriod("W2026-48", None),
     }

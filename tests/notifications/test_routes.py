@@ -191,7 +191,7 @@ async def test_titles_escaped_in_html_and_kept_as_text(
     assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in html
     assert "Fans of &lt;b&gt;Heat&lt;/b&gt; &amp; co" in html
     assert "Hello &lt;i&gt;Ann&lt;/i&gt;," in html
-    assert f"1. {title} (8.5/10)\n   Fans of <b>Heat</b> & co" in text
+    assert f"1. {title}\n   Fans of <b>Heat</b> & co" in text
 
 
 async def test_digest_run_refused_to_non_superuser(service: Service) -> None:
