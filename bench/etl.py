@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import logging
 import os
-import platform
 import random
 import statistics
 import time
@@ -22,19 +21,11 @@ import uuid
 import asyncpg
 import httpx
 
+from bench import machine
 from scripts import bootstrap
 
 GENRES = 20
 PERSONS_PER_FILM = 5  # a director, a writer, three actors
-
-
-def machine() -> str:
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    load = os.getloadavg()[0]
-    return (
-        f"{os.cpu_count()} cores, {memory:.0f} GB RAM, {platform.platform()}, "
-        f"load average {load:.1f} (other work on the machine slows every figure)"
-    )
 
 
 async def generate(content: asyncpg.Connection, films: int) -> tuple[list[uuid.UUID], int]:

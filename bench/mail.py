@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import statistics
 import time
 import uuid
@@ -28,6 +27,7 @@ for _name, _value in bootstrap.bench_environment(bootstrap.load_env()).items():
 
 from sqlalchemy import insert, text  # noqa: E402
 
+from bench import machine  # noqa: E402
 from contracts.broker import make_broker, publish_event  # noqa: E402
 from contracts.db import make_engine, make_sessionmaker  # noqa: E402
 from contracts.events import RecommendationsGenerated, RecommendedItem  # noqa: E402
@@ -41,13 +41,6 @@ ITEMS = [
     RecommendedItem(movie_id=uuid.uuid4(), title=title, score=9.0 - i, reason="Liked by your peers")
     for i, title in enumerate(["Heat", "Ronin", "Alien", "Brazil", "Fargo"])
 ]
-
-
-def machine() -> str:
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (
-        f"{os.cpu_count()} cores, {memory:.0f} GB RAM, {platform.processor() or platform.machine()}"
-    )
 
 
 def cpu_seconds(pid: int) -> float:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import random
 import time
 import uuid
@@ -12,6 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from bench import machine
 from fastapi_recom.config import Settings
 from fastapi_recom.movielens import (
     fetch_dataset,
@@ -114,9 +114,9 @@ def main() -> None:
     default = Settings().strategy
     print(
         f"MovieLens-100K: {len(triples)} ratings, train {len(train)}, test {len(test)}, "
-        f"seed {SEED}; top {TOP_K}; {platform.processor() or platform.machine()}, "
-        f"{__import__('os').cpu_count()} cores"
+        f"seed {SEED}; top {TOP_K}"
     )
+    print(f"machine: {machine()}")
     print(f"default strategy: {default}")
     header = f"{'variant':<44} {'P@10':>7} {'R@10':>7} {'nDCG@10':>8} {'MAP':>7} {'MAP@10':>7} {'cov@10':>7} {'ms/user':>8}"
     print(header)

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import re
 import statistics
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from bench import machine
 from bench.latency import bench_env, dsn
 from fastapi_recom.config import Settings
 from fastapi_recom.refresher import load_matrix
@@ -120,9 +120,7 @@ def main() -> None:
     parser.add_argument("--compare", type=Path, help="compare the picks with this JSON file")
     args = parser.parse_args()
     args.suffix = args.suffix or f"{os.environ.get('POSTGRES_DB_SUFFIX', '')}_bench_{args.dataset}"
-    print(
-        f"machine: {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}"
-    )
+    print(f"machine: {machine()}")
     asyncio.run(main_async(args))
 
 

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -25,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from bench import machine
 from contracts.broker import make_broker, publish_event
 from contracts.events import RecommendationsGenerated, RecommendedItem
 from fastapi_ws.consumers import declare_ws_topology
@@ -200,9 +200,7 @@ async def run(args: argparse.Namespace, env: dict[str, str]) -> None:
 
         ms = np.array(recorder.latencies) * 1000
         print(
-            f"machine: {platform.machine()}, {os.cpu_count()} cores, "
-            f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
-            f"Python {platform.python_version()}, nginx in front of {args.processes} fastapi_ws "
+            f"machine: {machine()}; nginx in front of {args.processes} fastapi_ws "
             f"processes, consumer prefetch {args.prefetch or 'default'}"
         )
         print(

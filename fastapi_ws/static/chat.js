@@ -116,8 +116,9 @@ function renderMessage(message) {
     for (const film of message.items) {
       const card = el("article", "card");
       card.append(
+        // No score: it ranks the picks among themselves, it is no star rating; the reason
+        // says why the film was picked.
         el("div", "title", film.title || "Untitled"),
-        el("div", "score", `★ ${Number(film.score).toFixed(1)}`),
         el("div", "reason", film.reason || ""),
       );
       cards.append(card);
