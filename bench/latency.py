@@ -345,7 +345,8 @@ async def drive(
     return latencies, errors
 
 
-def report(name: str, latencies: list[float], errors: int, seconds: float) -> None:
+def report(name: str, latencies: list[float], errors: int, seconds: float) -> tuple[float, float]:
+    """Print one run's line; return its requests per second and p99 (ms)."""
     ordered = sorted(latencies)
 
     def pct(p: float) -> float:
@@ -356,6 +357,7 @@ def report(name: str, latencies: list[float], errors: int, seconds: float) -> No
         f"p95 {pct(0.95):6.2f} ms  p99 {pct(0.99):6.2f} ms  max {ordered[-1] * 1000:7.2f} ms  "
         f"errors {errors}"
     )
+    return len(ordered) / seconds, pct(0.99)
 
 
 async def freshness(
@@ -509,8 +511,11 @@ async def measure(args: argparse.Namespace, env: dict[str, str]) -> None:
         await drive(gateway_port, requests, 8, 3)  # warm-up
         print(f"load average before measuring: {os.getloadavg()[0]:.2f}")
         runs: dict[int, tuple[list[float], float]] = {}
-        # The 8-client level carries the latency targets, so it runs longest.
-        for concurrency in args.clients:
+        # Per level and run: requests/s, p99 ms, recom CPU us per request.
+        figures: dict[int, list[tuple[float, float, float]]] = {c: [] for c in args.clients}
+        # The 8-client level carries the latency targets, so it runs longest. With --repeat the
+        # levels take turns, so a slow minute of the machine falls on all of them alike.
+        for concurrency in [c for _ in range(args.repeat) for c in args.clients]:
             seconds = args.seconds / (4 if concurrency == 1 else 1 if concurrency == 8 else 2)
             cpu_before = cpu_seconds(recom.pid)
             nginx_before, own_before = sum(cpu_seconds(nginx.pid).values()), time.process_time()
@@ -518,7 +523,7 @@ async def measure(args: argparse.Namespace, env: dict[str, str]) -> None:
             own = time.process_time() - own_before
             nginx_used = sum(cpu_seconds(nginx.pid).values()) - nginx_before
             runs[concurrency] = (latencies, seconds)
-            report(f"{concurrency} concurrent clients", latencies, errors, seconds)
+            rate, p99 = report(f"{concurrency} concurrent clients", latencies, errors, seconds)
             cpu_after = cpu_seconds(recom.pid)
             # The children that did work: the workers, not multiprocessing's resource tracker.
             used = [cpu_after[w] - cpu_before.get(w, 0.0) for w in sorted(cpu_after)]
@@ -529,6 +534,17 @@ async def measure(args: argparse.Namespace, env: dict[str, str]) -> None:
                 + " / ".join(f"{u / sum(used):.0%}" for u in used)
                 + f"), nginx {nginx_used / n * 1e6:.0f} us, load generator {own / n * 1e6:.0f} us"
             )
+            figures[concurrency].append((rate, p99, sum(used) / n * 1e6))
+        if args.repeat > 1:
+            for concurrency, measured in figures.items():
+                rates, p99s, cpus = (sorted(column) for column in zip(*measured, strict=True))
+                print(
+                    f"{concurrency} clients, {len(measured)} runs: p99 median "
+                    f"{statistics.median(p99s):.2f} ms ({p99s[0]:.2f}-{p99s[-1]:.2f}), "
+                    f"{statistics.median(rates):.0f} req/s ({rates[0]:.0f}-{rates[-1]:.0f}), "
+                    f"recom CPU {statistics.median(cpus):.0f} us per request "
+                    f"({cpus[0]:.0f}-{cpus[-1]:.0f})"
+                )
         print(
             f"recom RSS after the run: {rss_mb(recom.pid):.0f} MB in total, workers "
             + ", ".join(f"{v:.0f} MB" for v in worker_rss(recom.pid))
@@ -602,6 +618,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--trials", type=int, default=20, help="ratings timed for freshness")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="run the levels this many times, taking turns"
+    )
     parser.add_argument(
         "--clients",
         type=lambda value: [int(part) for part in value.split(",")],
