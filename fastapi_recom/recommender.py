@@ -687,10 +687,17 @@ class RatingMatrix:
         # bincount casts its index to intp: once rather than per count.
         cols = films.astype(np.intp)
         n_movies = self.n_movies
-        present = np.sign(values)
-        votes = sims[positions] * (present if strategy.binary_votes else values)
+        near = sims[positions]
+        if values.shape[0] == 0 or values.min() > 0:
+            # No overlay corrections (-old) among these rows: every entry is one live rating,
+            # so the counts need no weights and binary votes are the similarities themselves.
+            count = np.bincount(cols, minlength=n_movies)
+            votes = near if strategy.binary_votes else near * values
+        else:
+            present = np.sign(values)
+            count = np.bincount(cols, present, minlength=n_movies)
+            votes = near * (present if strategy.binary_votes else values)
         score = np.bincount(cols, votes, minlength=n_movies)
-        count = np.bincount(cols, present, minlength=n_movies)
         total = np.bincount(cols, values, minlength=n_movies)
         candidates = np.flatnonzero((count > 0) & ~banned)
         if candidates.shape[0] == 0:

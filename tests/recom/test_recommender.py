@@ -214,6 +214,13 @@ def test_overlay_gives_the_same_answers_as_a_rebuilt_matrix(merge: bool) -> None
             assert {p.movie_id for p in got if p.score > last + 1e-4} == {
                 p.movie_id for p in want if p.score > last + 1e-4
             }
+            # The evidence too, for the films both lists hold: the overlay's corrections
+            # (-old, +new) count and average like a rebuild.
+            evidence = {p.movie_id: (p.neighbours, p.neighbour_mean_score, p.reason) for p in got}
+            expected = {p.movie_id: (p.neighbours, p.neighbour_mean_score, p.reason) for p in want}
+            both = evidence.keys() & expected.keys()
+            assert len(both) >= 9
+            assert {m: evidence[m] for m in both} == {m: expected[m] for m in both}
         for movie in movies[:5] + new_movies[:2]:
             got_similar = live.similar_movies(movie, 5, strategy) or []
             want_similar = rebuilt.similar_movies(movie, 5, strategy) or []
