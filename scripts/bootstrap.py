@@ -427,11 +427,14 @@ def main() -> None:
 
 def test_environment(env: dict[str, str]) -> dict[str, str]:
     rabbit = urlsplit(env.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/"))
+    suffix = os.environ.get("POSTGRES_DB_SUFFIX", "_test")
     return {
         "ENVIRONMENT": "test",
-        "POSTGRES_DB_SUFFIX": os.environ.get("POSTGRES_DB_SUFFIX", "_test"),
+        "POSTGRES_DB_SUFFIX": suffix,
+        # The vhost follows the databases' suffix: a run with its own suffix never resets
+        # (the suite deletes its vhost at the start) another run's queues.
         "RABBITMQ_URL": os.environ.get(
-            "TEST_RABBITMQ_URL", rabbit._replace(path="/cinema_test").geturl()
+            "TEST_RABBITMQ_URL", rabbit._replace(path=f"/cinema{suffix}").geturl()
         ),
         "REDIS_URL": os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/1"),
     }
