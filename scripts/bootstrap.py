@@ -399,6 +399,14 @@ def prepare(env: dict[str, str]) -> None:
     migrate(env)
 
 
+def prepare_own(env: dict[str, str]) -> None:
+    """`prepare` for a run with a broker vhost of its own (the tests', a bench's)."""
+    check_dependencies(env)
+    ensure_vhost(env)
+    ensure_databases(env)
+    migrate(env)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("mode", choices=["run", "test", "env"])
@@ -411,10 +419,7 @@ def main() -> None:
     if args.mode == "test":
         # The suite's own databases, broker vhost and Redis database.
         env.update(test_environment(env))
-        check_dependencies(env)
-        ensure_vhost(env)
-        ensure_databases(env)
-        migrate(env)
+        prepare_own(env)
         return
     prepare(env)
     load_demo(env)
@@ -460,10 +465,7 @@ def prepare_bench() -> dict[str, str]:
     env = load_env()
     env.update(bench_environment(env))
     os.environ.update(env)
-    check_dependencies(env)
-    ensure_vhost(env)
-    ensure_databases(env)
-    migrate(env)
+    prepare_own(env)
     return env
 
 
