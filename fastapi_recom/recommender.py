@@ -215,22 +215,25 @@ class _Base:
         start, end = self.u_indptr[row], self.u_indptr[row + 1]
         return self.u_indices[start:end], self.u_data[start:end]
 
-    def movie_entries(self, cols: ColArray) -> tuple[IntArray, IntArray, npt.NDArray[np.int64]]:
-        """Every rating of the films `cols`: (position of the film in `cols`, viewer row,
-        offset into the film-major arrays); viewers ascending within a film."""
+    def movie_entries(
+        self, cols: ColArray
+    ) -> tuple[IntArray, npt.NDArray[np.int64], IntArray, npt.NDArray[np.int64]]:
+        """Every rating of the films `cols`, as runs (one per film and block of viewers): the
+        run's film (position in `cols`) and length, then each rating's viewer row and offset
+        into the film-major arrays; viewers ascending within a film."""
         blocks = self.m_blocks
         segments = (cols.astype(np.int64)[:, None] * blocks + np.arange(blocks)).ravel()
-        positions, offsets = _offsets(self.m_indptr, segments)
+        known, lengths, offsets = _offsets(self.m_indptr, segments)
         raters = self.m_indices[offsets].astype(np.int32)
         if blocks > 1:
-            raters += (positions % blocks).astype(np.int32) * ROW_BLOCK
-        return positions // blocks, raters, offsets
+            raters += np.repeat(known % blocks, lengths).astype(np.int32) * ROW_BLOCK
+        return known // blocks, lengths, raters, offsets
 
     def movie_raters(self, col: int) -> IntArray:
-        return self.movie_entries(np.array([col]))[1]
+        return self.movie_entries(np.array([col]))[2]
 
     def movie_row(self, col: int) -> tuple[IntArray, ScoreArray]:
-        _, raters, offsets = self.movie_entries(np.array([col]))
+        _, _, raters, offsets = self.movie_entries(np.array([col]))
         return raters, self.m_data[offsets]
 
     def value(self, row: int, col: int) -> int:
@@ -260,8 +263,9 @@ def _sums(index: ColArray, weights: FloatArray, size: int) -> FloatArray:
 
 def _offsets(
     indptr: npt.NDArray[np.int64], rows: ColArray | npt.NDArray[np.int64]
-) -> tuple[IntArray, npt.NDArray[np.int64]]:
-    """Where the entries of several CSR rows are: (position of the row in `rows`, offset)."""
+) -> tuple[IntArray, npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Where the entries of several CSR rows are: (positions in `rows` of the rows that have
+    entries, how many each has, offset of every entry, row after row)."""
     # Rows added since the base was built have no base entries.
     known = np.flatnonzero(rows < indptr.shape[0] - 1).astype(np.int32)
     starts = indptr[rows[known]]
@@ -269,10 +273,32 @@ def _offsets(
     lengths = indptr[1:][rows[known]] - starts
     total = int(lengths.sum())
     if total == 0:
-        return _EMPTY_INT, np.zeros(0, dtype=np.int64)
+        return _EMPTY_INT, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     # Index of every entry: each row's start repeated over its length plus a running offset.
     offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(total)
-    return np.repeat(known, lengths), offsets
+    return known, lengths, offsets
+
+
+@dataclass(frozen=True, slots=True)
+class _Entries:
+    """The live entries of several rows (`RatingMatrix._gather_live`), as `others` (the other
+    index) and `values`: first the base entries, run after run (`lengths[j]` of them for the row
+    at position `known[j]` of the rows asked for), then the overlay's corrections, one for the
+    row at position `extra[i]` each."""
+
+    known: IntArray
+    lengths: npt.NDArray[np.int64]
+    extra: IntArray
+    others: ColArray
+    values: FloatArray
+
+    def spread(self, per_row: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        """`per_row[position of the entry's row]` for every entry: a repeat for the base
+        entries, a third of the cost of gathering the same values by position."""
+        spread = np.repeat(per_row[self.known], self.lengths)
+        if self.extra.shape[0]:
+            spread = np.concatenate([spread, per_row[self.extra]])
+        return spread
 
 
 def _with_changes(
@@ -528,8 +554,8 @@ class RatingMatrix:
         cols, data = self._base.user_row(row)
         return _with_changes(cols, data, self._overlay_by_user.get(row))
 
-    def _gather_live(self, by_users: bool, rows: ColArray) -> tuple[IntArray, ColArray, FloatArray]:
-        """(position in `rows`, other index, score delta) for the live rows, overlay included.
+    def _gather_live(self, by_users: bool, rows: ColArray) -> _Entries:
+        """The live entries of `rows` (viewer rows, or film columns), overlay included.
 
         Overlay entries are added as corrections (+new, -old), so sums over the result equal
         sums over the live matrix without copying any row.
@@ -537,11 +563,11 @@ class RatingMatrix:
         base = self._base
         others: ColArray
         if by_users:
-            positions, offsets = _offsets(base.u_indptr, rows)
+            known, lengths, offsets = _offsets(base.u_indptr, rows)
             others, data = base.u_indices[offsets], base.u_data[offsets]
             overlay = self._overlay_by_user
         else:
-            positions, others, offsets = base.movie_entries(rows)
+            known, lengths, others, offsets = base.movie_entries(rows)
             data = base.m_data[offsets]
             overlay = self._overlay_by_movie
         values = data.astype(np.float64)
@@ -561,10 +587,10 @@ class RatingMatrix:
                         extra_other.append(other)
                         extra_value.append(new)
         if extra_pos:
-            positions = np.concatenate([positions, np.asarray(extra_pos, dtype=np.int32)])
             others = np.concatenate([others, np.asarray(extra_other, dtype=np.int32)])
             values = np.concatenate([values, np.asarray(extra_value, dtype=np.float64)])
-        return positions, others, values
+        extra = np.asarray(extra_pos, dtype=np.int32) if extra_pos else _EMPTY_INT
+        return _Entries(known, lengths, extra, others, values)
 
     # ------------------------------------------------------------------ algorithms
 
@@ -606,8 +632,8 @@ class RatingMatrix:
             dots: npt.NDArray[np.number[Any]] = self._co_rating_counts(cols, n_users)
             norms = self.user_norm[:n_users]
         else:
-            positions, others, values = self._gather_live(False, cols)
-            dots = _sums(others, values * scores[positions], n_users)
+            entries = self._gather_live(False, cols)
+            dots = _sums(entries.others, entries.values * entries.spread(scores), n_users)
             # Scores are >= 1, so a viewer with ratings has a norm >= 1 (see `user_norm`).
             norms = np.sqrt(np.maximum(self.user_sq[:n_users], 1.0))
         dots[row] = 0
@@ -683,11 +709,12 @@ class RatingMatrix:
         neighbours, sims = self.neighbours(row, strategy, vector)
         if neighbours.shape[0] == 0:
             return []
-        positions, films, values = self._gather_live(True, neighbours)
+        entries = self._gather_live(True, neighbours)
+        values = entries.values
         # bincount casts its index to intp: once rather than per count.
-        cols = films.astype(np.intp)
+        cols = entries.others.astype(np.intp)
         n_movies = self.n_movies
-        near = sims[positions]
+        near = entries.spread(sims)
         if values.shape[0] == 0 or values.min() > 0:
             # No overlay corrections (-old) among these rows: every entry is one live rating,
             # so the counts need no weights and binary votes are the similarities themselves.
@@ -773,7 +800,8 @@ class RatingMatrix:
         raters, scores = self._movie_vector(col, with_scores=not strategy.binary_similarity)
         if raters.shape[0] == 0:
             return []
-        positions, others, values = self._gather_live(True, raters)
+        entries = self._gather_live(True, raters)
+        others, values = entries.others, entries.values
         n_movies = self.n_movies
         present = np.sign(values)
         common = np.bincount(others, present, minlength=n_movies)
@@ -782,7 +810,7 @@ class RatingMatrix:
             norms = np.sqrt(self.movie_count[:n_movies])
             own_norm = math.sqrt(raters.shape[0])
         else:
-            dots = np.bincount(others, values * scores[positions], minlength=n_movies)
+            dots = np.bincount(others, values * entries.spread(scores), minlength=n_movies)
             norms = np.sqrt(self.movie_sq[:n_movies])
             own_norm = math.sqrt(float(np.sum(scores.astype(np.float64) ** 2)))
         dots[col] = 0.0
