@@ -71,12 +71,43 @@ def decode_event(event_types: Mapping[str, type[Event]], routing_key: str, body:
         raise RejectMessage from exc
 
 
+class ReturnedBodyRedactor(logging.Filter):
+    """aiormq logs a returned message it cannot match to a publish (one that came back after
+    its publish timed out) at ERROR with `%r` of the whole message: the event's body, with a
+    viewer's id and their ratings or picks, would land in the logs. This keeps the routing key,
+    the message id and the size, which are enough to find the event, and drops the body."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(
+            isinstance(arg, aiormq.abc.DeliveredMessage) for arg in record.args
+        ):
+            record.args = tuple(
+                _summary(arg) if isinstance(arg, aiormq.abc.DeliveredMessage) else arg
+                for arg in record.args
+            )
+        return True
+
+
+def _summary(message: aiormq.abc.DeliveredMessage) -> str:
+    properties = message.header.properties
+    return (
+        f"<message exchange={message.exchange!r} routing_key={message.routing_key!r} "
+        f"message_id={properties.message_id!r} body={len(message.body)} bytes>"
+    )
+
+
+_redactor = ReturnedBodyRedactor()
+
+
 class PublishFailed(Exception):
     """The broker did not confirm the message (down, blocked, unroutable or too slow)."""
 
 
 def make_broker(url: str, *, prefetch: int | None = None, timeout: float = 5.0) -> RabbitBroker:
     """A broker whose publishes wait for confirms and raise when a mandatory message is returned."""
+    channel_log = logging.getLogger("aiormq.channel")
+    if _redactor not in channel_log.filters:
+        channel_log.addFilter(_redactor)
     return RabbitBroker(
         url,
         timeout=timeout,

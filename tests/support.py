@@ -161,6 +161,9 @@ class TcpProxy:
         self.port = free_port()
         self._server: asyncio.Server | None = None
         self._links: set[asyncio.StreamWriter] = set()
+        # Cleared by `hold`: what the server sends waits in the relay (a slow network).
+        self._replies_flow = asyncio.Event()
+        self._replies_flow.set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
@@ -173,14 +176,20 @@ class TcpProxy:
             return
         self._links.update({writer, up_writer})
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        async def pipe(
+            src: asyncio.StreamReader, dst: asyncio.StreamWriter, flow: asyncio.Event | None
+        ) -> None:
             with contextlib.suppress(OSError, asyncio.CancelledError):
                 while data := await src.read(65536):
+                    if flow is not None:
+                        await flow.wait()
                     dst.write(data)
                     await dst.drain()
             dst.close()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await asyncio.gather(
+            pipe(reader, up_writer, None), pipe(up_reader, writer, self._replies_flow)
+        )
         self._links.difference_update({writer, up_writer})
 
     async def cut(self) -> None:
@@ -195,6 +204,13 @@ class TcpProxy:
 
     async def restore(self) -> None:
         await self.start()
+
+    def hold(self) -> None:
+        """Keep the server's replies in the relay until `release`; requests still go through."""
+        self._replies_flow.clear()
+
+    def release(self) -> None:
+        self._replies_flow.set()
 
     async def close(self) -> None:
         await self.cut()

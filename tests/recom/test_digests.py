@@ -3,13 +3,16 @@
 import uuid
 
 import aio_pika
+import pytest
 
 from contracts.events import DigestRequested
+from fastapi_recom.config import get_settings
 from tests.recom.recommender_support import (
     generated_events,
     hand_made_set,
     is_ready,
     put_ratings,
+    put_titles,
     recom_client,
 )
 from tests.support import wait_for
@@ -59,6 +62,35 @@ async def test_digest_request_publishes_picks_for_each_user() -> None:
         str(movies["m6"]),
     ]
     assert by_user[str(stranger)]["strategy"] == "popular"
+
+
+async def test_a_digest_names_a_film_that_entered_the_catalogue_since_the_last_titles_poll(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    users, movies, ratings = hand_made_set()
+    await put_ratings(ratings)
+    # Titles are polled once, at start, and not again during the test.
+    monkeypatch.setenv("RECOM_TITLES_INTERVAL", "3600")
+    get_settings.cache_clear()
+    try:
+        async with generated_events() as events, recom_client() as client:
+            await wait_for(lambda: is_ready(client), timeout=15)
+            await put_titles({movies["m5"]: "Arrived Just Now"})
+            await _publish(
+                DigestRequested(user_ids=[users["A"]], period="2026-11-28")
+                .model_dump_json()
+                .encode()
+            )
+
+            async def published() -> bool:
+                return any(e["trigger"] == "digest" for e in events)
+
+            await wait_for(published, timeout=10)
+    finally:
+        get_settings.cache_clear()
+    (digest,) = [e for e in events if e["trigger"] == "digest"]
+    titles = {item["movie_id"]: item["title"] for item in digest["items"]}
+    assert titles[str(movies["m5"])] == "Arrived Just Now"
 
 
 async def test_malformed_digest_request_goes_to_the_dead_letter_queue() -> None:
