@@ -13,8 +13,10 @@ if TYPE_CHECKING:
 
 bootstrap.ensure_env_file()
 _env = bootstrap.load_env()
-for _name, _value in bootstrap.test_environment(_env).items():
-    os.environ.setdefault(_name, _value)
+# Set, not defaulted: a shell that exported the live RABBITMQ_URL or REDIS_URL (say, after
+# sourcing .env) must not point the suite, which deletes its vhost at start, at them. Runs that
+# share a machine choose their own with POSTGRES_DB_SUFFIX, TEST_RABBITMQ_URL, TEST_REDIS_URL.
+os.environ.update(bootstrap.test_environment(_env))
 
 
 def pytest_configure(config: object) -> None:

@@ -117,3 +117,33 @@ def test_procfile_env_keeps_settings_keys_intact_under_honcho(tmp_path: Path) ->
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "18001 key ok"
+
+
+def test_the_suite_never_takes_an_exported_live_broker_or_redis() -> None:
+    """tests/conftest.py deletes its vhost at start: a shell that exported the live
+    RABBITMQ_URL (say, after sourcing .env) must still run the suite on its own vhost."""
+    env = {
+        **os.environ,
+        "RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:5672/cinema",
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "ENVIRONMENT": "production",
+    }
+    env.pop("TEST_RABBITMQ_URL", None)
+    env.pop("TEST_REDIS_URL", None)
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, tests.conftest; "
+            "print(os.environ['RABBITMQ_URL'], os.environ['REDIS_URL'], os.environ['ENVIRONMENT'])",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    suffix = os.environ.get("POSTGRES_DB_SUFFIX", "_test")
+    assert shown[0] == f"amqp://guest:guest@127.0.0.1:5672/cinema{suffix}"
+    assert shown[1] != "redis://127.0.0.1:6379/0"
+    assert shown[2] == "test"

@@ -49,7 +49,7 @@ FIXED_NAMES = [
     "REDIS_URL",
 ]
 # The only containers reachable from outside: the gateway and the two web UIs.
-PUBLISHING = {"nginx", "mail", "rabbitmq"}
+PUBLISHING = {"nginx", "mail"}
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|_KEY$")
 
 
@@ -211,7 +211,6 @@ def test_only_gateway_and_web_uis_publish_ports() -> None:
     publishing = {name for name, spec in COMPOSE["services"].items() if "ports" in spec}
     assert publishing == PUBLISHING
     assert service("mail")["ports"] == ["${MAIL_UI_PORT:-1080}:1080"]
-    assert service("rabbitmq")["ports"] == ["${RABBITMQ_MANAGEMENT_PORT:-15672}:15672"]
 
 
 def test_backing_servers_are_the_designed_images() -> None:
