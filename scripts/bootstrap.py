@@ -312,19 +312,29 @@ http {{
     return nginx_dir / "nginx.conf"
 
 
-def ensure_nginx() -> None:
-    if shutil.which("nginx"):
+def ensure_command(command: str, package: str) -> None:
+    """Install Debian's `package` when `command` is missing and we may (root, apt-get)."""
+    if shutil.which(command):
         return
     if os.geteuid() == 0 and shutil.which("apt-get"):
-        say("installing nginx (Debian package nginx-light)")
+        say(f"installing {command} (Debian package {package})")
         subprocess.run(["apt-get", "update", "-qq"], check=True)
         subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "nginx-light"],
+            ["apt-get", "install", "-y", "-qq", package],
             check=True,
             env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
         )
         return
-    fail("nginx is not installed: `sudo apt-get install nginx-light` (or your system's nginx).")
+    fail(f"{command} is not installed: `sudo apt-get install {package}` (or your system's).")
+
+
+def ensure_nginx() -> None:
+    ensure_command("nginx", "nginx-light")
+
+
+# What the suite runs besides Python: the gateway (end-to-end tests), a headless browser (the
+# chat page) and compose's own parser (the compose file's check).
+TEST_COMMANDS = {"nginx": "nginx-light", "chromium": "chromium", "docker-compose": "docker-compose"}
 
 
 def ensure_maildev() -> Path | None:
@@ -419,6 +429,8 @@ def main() -> None:
     if args.mode == "test":
         # The suite's own databases, broker vhost and Redis database.
         env.update(test_environment(env))
+        for command, package in TEST_COMMANDS.items():
+            ensure_command(command, package)
         prepare_own(env)
         return
     prepare(env)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import jwt
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -147,3 +148,12 @@ def test_the_suite_never_takes_an_exported_live_broker_or_redis() -> None:
     assert shown[0] == f"amqp://guest:guest@127.0.0.1:5672/cinema{suffix}"
     assert shown[1] != "redis://127.0.0.1:6379/0"
     assert shown[2] == "test"
+
+
+def test_a_missing_command_is_named_with_its_package_when_it_cannot_be_installed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)  # not root: no apt-get
+    with pytest.raises(SystemExit):
+        bootstrap.ensure_command("no-such-command-here", "some-package")
+    assert "sudo apt-get install some-package" in capsys.readouterr().err
