@@ -136,15 +136,22 @@ router = APIRouter(prefix="/recom/v1/movies", tags=["catalogue"])
 async def read_movies(
     session: SessionDep,
     search: Annotated[
-        str | None, Query(min_length=1, max_length=200, description="Part of the title")
+        str | None, Query(max_length=200, description="Part of the title; empty: any title")
     ] = None,
     genre: Annotated[
-        str | None, Query(min_length=1, max_length=100, description="Genre name (any case)")
+        str | None, Query(max_length=100, description="Genre name (any case); empty: any genre")
     ] = None,
     page: Annotated[int, Query(ge=1, le=10_000)] = 1,
     size: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> MoviePage:
-    return await list_movies(session, search=search, genre=genre, page=page, size=size)
+    # A front end's empty search box sends `search=`: the whole catalogue, not a 422.
+    return await list_movies(
+        session,
+        search=(search or "").strip() or None,
+        genre=(genre or "").strip() or None,
+        page=page,
+        size=size,
+    )
 
 
 @router.get(
