@@ -380,6 +380,22 @@ def write_procfile_env(env: dict[str, str], run_dir: Path = RUN_DIR) -> Path:
     return path
 
 
+def gateway_mismatches(env: dict[str, str]) -> list[str]:
+    """Local addresses in `.env` that name another port than the gateway's: changing only
+    GATEWAY_PORT would leave e-mail links dead and the chat refusing the page's origin."""
+    port = env.get("GATEWAY_PORT", "8000").rpartition(":")[2]
+    local = {"localhost", "127.0.0.1"}
+    problems = []
+    base = urlsplit(env.get("PUBLIC_BASE_URL", ""))
+    if base.hostname in local and str(base.port or 80) != port:
+        problems.append(f"PUBLIC_BASE_URL ({base.geturl()}) is not on GATEWAY_PORT {port}")
+    origins = [urlsplit(o.strip()) for o in env.get("ALLOWED_ORIGINS", "").split(",") if o.strip()]
+    on_local = [o for o in origins if o.hostname in local]
+    if on_local and not any(str(o.port or 80) == port for o in on_local):
+        problems.append(f"no local origin in ALLOWED_ORIGINS is on GATEWAY_PORT {port}")
+    return problems
+
+
 def banner(env: dict[str, str], *, mail_ui: bool = True) -> None:
     base = f"http://localhost:{env.get('GATEWAY_PORT', '8000')}"
     mail = (
@@ -433,6 +449,8 @@ def main() -> None:
             ensure_command(command, package)
         prepare_own(env)
         return
+    for problem in gateway_mismatches(env):
+        say(f"warning: {problem}; set it in .env")
     prepare(env)
     load_demo(env)
     ensure_nginx()

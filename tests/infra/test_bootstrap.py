@@ -157,3 +157,17 @@ def test_a_missing_command_is_named_with_its_package_when_it_cannot_be_installed
     with pytest.raises(SystemExit):
         bootstrap.ensure_command("no-such-command-here", "some-package")
     assert "sudo apt-get install some-package" in capsys.readouterr().err
+
+
+def test_a_gateway_port_that_the_links_and_origins_do_not_name_is_reported() -> None:
+    example = {"PUBLIC_BASE_URL": "http://localhost:8000", "GATEWAY_PORT": "8000"}
+    example["ALLOWED_ORIGINS"] = "http://localhost:8000,http://127.0.0.1:8000"
+    assert bootstrap.gateway_mismatches(example) == []
+    moved = {**example, "GATEWAY_PORT": "8080"}
+    problems = bootstrap.gateway_mismatches(moved)
+    assert len(problems) == 2
+    assert "PUBLIC_BASE_URL" in problems[0]
+    assert "ALLOWED_ORIGINS" in problems[1]
+    # A public address is the operator's business, whatever port the gateway has locally.
+    public = {**moved, "PUBLIC_BASE_URL": "https://cinema.example", "ALLOWED_ORIGINS": ""}
+    assert bootstrap.gateway_mismatches(public) == []
