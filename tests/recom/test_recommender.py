@@ -7,6 +7,7 @@ import uuid
 import numpy as np
 import pytest
 
+from fastapi_recom import recommender
 from fastapi_recom.recommender import (
     STRATEGY_NEIGHBOURS,
     STRATEGY_POPULAR,
@@ -179,8 +180,14 @@ def test_apply_is_idempotent_and_updates_statistics() -> None:
     assert [movie for movie, _ in m.user_ratings(A)] == [M2, M3]
 
 
+@pytest.mark.parametrize("row_block", [recommender.ROW_BLOCK, 8])
 @pytest.mark.parametrize("merge", [False, True])
-def test_overlay_gives_the_same_answers_as_a_rebuilt_matrix(merge: bool) -> None:
+def test_overlay_gives_the_same_answers_as_a_rebuilt_matrix(
+    merge: bool, row_block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Blocks of 8 viewers: the film-major layout of a catalogue with more than 65,536 viewers
+    # (several blocks per film), on a matrix small enough to check every answer.
+    monkeypatch.setattr(recommender, "ROW_BLOCK", row_block)
     rng = random.Random(7)
     users = [uuid.UUID(int=1000 + i) for i in range(40)]
     movies = [uuid.UUID(int=5000 + i) for i in range(60)]
@@ -201,6 +208,7 @@ def test_overlay_gives_the_same_answers_as_a_rebuilt_matrix(merge: bool) -> None
         assert live.merge() > 0
         assert live.overlay_size == 0
     rebuilt = RatingMatrix.from_triples((u, mv, s) for (u, mv), s in state.items())
+    assert rebuilt._base.m_blocks == -(-rebuilt.n_users // row_block)
     for strategy in (
         Strategy(neighbours=10, min_ratings=1, popular_min_ratings=1),
         Strategy(neighbours=10, binary_similarity=False, binary_votes=False, min_ratings=1),
