@@ -111,7 +111,12 @@ class Delivery(Base):
     attempts: Mapped[int] = mapped_column(default=0, server_default="0")
     requests: Mapped[int] = mapped_column(default=0, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # The moment of the insert, not of the transaction's start (`now()`): a transaction that
+    # waited for the recipient's row lock decides after the one holding it, and the history
+    # lists e-mails newest first in that order.
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.clock_timestamp()
+    )
     requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     next_attempt_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()

@@ -9,11 +9,13 @@ from urllib.parse import urlsplit
 
 import pytest
 from faststream.rabbit import RabbitBroker
+from sqlalchemy import text
 
 from contracts.broker import publish_event
 from contracts.events import RecommendationsGenerated, RecommendedItem
 from notifications_service.models import DeliveryStatus, Recipient
 from notifications_service.scheduler import run_digest_round
+from notifications_service.service import record_recommendations
 from notifications_service.unsubscribe import make_token
 from tests.notifications.conftest import (
     FakeRecom,
@@ -199,6 +201,34 @@ async def test_digest_run_refused_to_non_superuser(service: Service) -> None:
         "/notifications/v1/digests/run", headers=bearer(make_access_token())
     )
     assert (response.status_code, response.json()) == (403, {"detail": "FORBIDDEN"})
+
+
+async def test_history_orders_emails_by_when_they_were_decided_not_by_transaction_start(
+    service: Service,
+) -> None:
+    """Two picks events of one viewer: the transaction that started first but waited for the
+    recipient's lock decides second (throttled), so the history lists it as the newer one."""
+    async with service.sessionmaker() as session:
+        viewer = await create_recipient(session, digest_frequency="immediate")
+
+    def picks() -> RecommendationsGenerated:
+        return RecommendationsGenerated(
+            user_id=viewer.user_id,
+            items=[RecommendedItem(movie_id=uuid.uuid4(), title="Heat", score=9)],
+            strategy="user_knn_cosine",
+            trigger="request",
+        )
+
+    async with service.sessionmaker() as early, service.sessionmaker() as late:
+        await early.execute(text("SELECT 1"))  # its transaction (and now()) starts here
+        assert await record_recommendations(late, picks(), service.settings) is True
+        assert await record_recommendations(early, picks(), service.settings) is False
+    response = await service.client.get(
+        "/notifications/v1/history?limit=10", headers=bearer(make_access_token(viewer.user_id))
+    )
+    newer, older = response.json()["items"]
+    assert newer["status"] == "skipped"
+    assert older["status"] != "skipped"  # queued, and perhaps sent by now
 
 
 async def test_history_lists_only_own_emails_newest_first(
