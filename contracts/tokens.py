@@ -27,6 +27,9 @@ ALGORITHM = "RS256"
 # per-user cut-off (epoch seconds) before which every token is revoked.
 REVOKED_JTI_KEY = "auth:revoked:jti:{jti}"
 REVOKED_BEFORE_KEY = "auth:revoked:before:{user_id}"
+# Written by fastapi_auth when a viewer confirms the address, kept for a token's lifetime: a
+# token issued before the confirmation still says `is_verified: false` until it expires.
+CONFIRMED_KEY = "auth:confirmed:{user_id}"
 
 
 class TokenInvalid(ServiceError):
@@ -162,6 +165,27 @@ class TokenVerifier:
         if await self.is_revoked(claims):
             raise TokenRevoked
         return claims
+
+
+async def record_confirmation(
+    redis: Redis, user_id: uuid.UUID, *, confirmed: bool, keep_seconds: int
+) -> None:
+    """fastapi_auth's side of `CONFIRMED_KEY`: set on confirmation, dropped when an e-mail
+    change makes the viewer unconfirmed again."""
+    key = CONFIRMED_KEY.format(user_id=user_id)
+    if confirmed:
+        await redis.set(key, "1", ex=keep_seconds)
+    else:
+        await redis.delete(key)
+
+
+async def confirmed_since_issued(redis: Redis, claims: TokenClaims) -> bool:
+    """Whether the viewer of a token that says unverified has confirmed the address since it
+    was issued: they need not sign in again to do what verified viewers may."""
+    try:
+        return bool(await redis.exists(CONFIRMED_KEY.format(user_id=claims.user_id)))
+    except (RedisError, OSError) as exc:
+        raise RevocationUnavailable from exc
 
 
 def expires_in(claims: TokenClaims) -> float:

@@ -17,13 +17,14 @@ from fastapi_users.schemas import BaseUserCreate
 from fastapi_users_db_sqlalchemy import SQLAlchemyUserDatabase
 from pydantic import ValidationError
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts.events import Event, PasswordResetRequested, UserRegistered, UserVerified
 from contracts.resources import SessionDep
-from contracts.tokens import TokenClaims, TokenVerifier
+from contracts.tokens import TokenClaims, TokenVerifier, record_confirmation
 from fastapi_auth.config import Settings
 from fastapi_auth.models import User
 from fastapi_auth.outbox import OutboxRelay, stage
@@ -226,6 +227,7 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
                 )
             )
         stage(self.session, *events)
+        was_verified = user.is_verified
         try:
             updated = await super()._update(user, update)
         except Exception:
@@ -233,7 +235,23 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
             raise
         if events:
             self.context.relay.wake()
+        if updated.is_verified != was_verified:  # confirmed, or unconfirmed by a new address
+            await self._note_confirmation(updated.id, updated.is_verified)
         return updated
+
+    async def _note_confirmation(self, user_id: uuid.UUID, confirmed: bool) -> None:
+        """Tokens issued before a confirmation say unverified until they expire; Redis tells
+        the services otherwise. The database already holds the change, so Redis being down
+        costs the viewer a new sign-in at most, not the confirmation."""
+        try:
+            await record_confirmation(
+                self.context.redis,
+                user_id,
+                confirmed=confirmed,
+                keep_seconds=self.context.settings.access_token_lifetime_seconds,
+            )
+        except (RedisError, OSError) as exc:
+            logger.warning("confirmation of %s not recorded in Redis: %r", user_id, exc)
 
     async def _revoke_all(self, user_id: uuid.UUID) -> Event:
         # Redis first: if the change then fails, the user merely logs in again.

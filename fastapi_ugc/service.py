@@ -6,7 +6,7 @@ from faststream.rabbit import RabbitBroker
 from redis.asyncio import Redis
 
 from contracts.events import RatingDeleted, RatingSubmitted
-from contracts.tokens import NotVerified, TokenClaims
+from contracts.tokens import NotVerified, TokenClaims, confirmed_since_issued
 from fastapi_ugc.config import Settings
 from fastapi_ugc.errors import IdempotencyKeyReused
 from fastapi_ugc.events import RatingEvent, publish_rating_event
@@ -55,7 +55,11 @@ async def accept_rating_event(
     intake: Intake, claims: TokenClaims, event: RatingEvent, *, idempotent: bool
 ) -> RatingEvent:
     """The event as published (the first one under a reused Idempotency-Key)."""
-    if not claims.is_verified and not intake.settings.ratings_allow_unverified:
+    if (
+        not claims.is_verified
+        and not intake.settings.ratings_allow_unverified
+        and not await confirmed_since_issued(intake.redis, claims)
+    ):
         raise NotVerified
     if idempotent:
         event = await recall_or_remember(intake.redis, event, ttl=intake.settings.idempotency_ttl)

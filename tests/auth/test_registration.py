@@ -4,9 +4,11 @@ import asyncio
 import uuid
 
 from httpx import AsyncClient
+from redis.asyncio import Redis
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from contracts.tokens import CONFIRMED_KEY
 from fastapi_auth.config import Settings
 from fastapi_auth.models import User
 from tests.auth.helpers import (
@@ -209,3 +211,26 @@ async def test_short_link_after_email_change_confirms_nothing(
     assert response.status_code == 404
     assert "This link is not valid" in response.text
     assert events.matching("auth.user.verified", user_id=user["id"]) == []
+
+
+async def test_confirmation_is_noted_for_tokens_issued_before_it_and_undone_by_a_new_address(
+    client: AsyncClient, events: EventTap, settings: Settings, redis: Redis
+) -> None:
+    email = new_email()
+    user = await register(client, email)
+    early = await login(client, email)  # says is_verified: false until it expires
+    key = CONFIRMED_KEY.format(user_id=user["id"])
+    assert not await redis.exists(key)
+
+    code = await events.confirm_code(user["id"])
+    assert (await client.get(f"/auth/v1/s/{code}")).status_code == 303
+    assert await redis.exists(key)
+    assert 0 < await redis.ttl(key) <= settings.access_token_lifetime_seconds
+
+    # A new address makes the viewer unconfirmed again (fastapi-users), and the note goes.
+    changed = await client.patch(
+        "/auth/v1/users/me", json={"email": new_email()}, headers=bearer(early)
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["is_verified"] is False
+    assert not await redis.exists(key)

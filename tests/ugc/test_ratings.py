@@ -8,9 +8,12 @@ from unittest.mock import ANY
 import aio_pika
 import pytest
 from httpx import AsyncClient
+from redis.asyncio import Redis
 
 from contracts.events import RatingDeleted, RatingSubmitted
+from contracts.tokens import CONFIRMED_KEY, record_confirmation
 from fastapi_recom.consumers import RATINGS_QUEUE
+from fastapi_ugc.config import Settings
 from tests.ratings_pipeline import Rabbit, declare_ratings_topology
 from tests.support import bearer, make_token
 
@@ -183,6 +186,28 @@ async def test_rating_by_unverified_user_is_refused(client: AsyncClient, rabbit:
     assert (posted.status_code, posted.json()) == (403, {"detail": "USER_NOT_VERIFIED"})
     assert (deleted.status_code, deleted.json()) == (403, {"detail": "USER_NOT_VERIFIED"})
     assert await rabbit.take_all(RATINGS_QUEUE) == []
+
+
+async def test_a_token_issued_before_the_viewer_confirmed_may_rate_once_auth_noted_it(
+    client: AsyncClient, rabbit: Rabbit
+) -> None:
+    user_id = uuid.uuid4()
+    token = make_token(user_id, verified=False)
+    refused = await client.post(RATINGS, json=rate(uuid.uuid4()), headers=bearer(token))
+    assert (refused.status_code, refused.json()) == (403, {"detail": "USER_NOT_VERIFIED"})
+
+    redis = Redis.from_url(Settings().redis_url)
+    try:
+        # What fastapi_auth writes when the viewer opens the confirmation link.
+        await record_confirmation(redis, user_id, confirmed=True, keep_seconds=60)
+        posted = await client.post(RATINGS, json=rate(uuid.uuid4()), headers=bearer(token))
+    finally:
+        await redis.delete(CONFIRMED_KEY.format(user_id=user_id))
+        await redis.aclose()
+
+    assert posted.status_code == 202, posted.text
+    (published,) = await rabbit.take_all(RATINGS_QUEUE)
+    assert RatingSubmitted.model_validate_json(published.body).user_id == user_id
 
 
 @pytest.fixture
