@@ -152,6 +152,16 @@ class ServiceProcess:
                 self.kill()
 
 
+def start_nginx(env: dict[str, str], run_dir: Path) -> subprocess.Popen[bytes]:
+    """The project's gateway as a local run renders it (`scripts.bootstrap.render_nginx`)."""
+    from scripts import bootstrap
+
+    conf = bootstrap.render_nginx(env, run_dir)
+    return subprocess.Popen(
+        ["nginx", "-p", str(conf.parent), "-c", "nginx.conf", "-e", "stderr", "-g", "daemon off;"],
+    )
+
+
 class TcpProxy:
     """A TCP relay to a real server that a test can cut and restore, to simulate an outage
     (a broker or database going away) without stopping the server other tests share."""

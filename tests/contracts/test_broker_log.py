@@ -2,15 +2,14 @@
 
 import asyncio
 import logging
+import os
 import uuid
 from typing import ClassVar
-from urllib.parse import urlsplit
 
 import pytest
 
 from contracts.broker import PublishFailed, make_broker, publish_event
 from contracts.events import Event
-from tests.ratings_pipeline import RABBITMQ_URL, url_through
 from tests.support import TcpProxy
 
 
@@ -24,12 +23,10 @@ class Unrouted(Event):
 
 
 async def test_a_return_after_the_publish_gave_up_is_logged_without_its_body(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, broker_proxy: TcpProxy
 ) -> None:
-    target = urlsplit(RABBITMQ_URL)
-    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5672)
-    await proxy.start()
-    broker = make_broker(url_through(RABBITMQ_URL, proxy.port))
+    proxy = broker_proxy
+    broker = make_broker(os.environ["RABBITMQ_URL"])  # through the proxy
     event = Unrouted(user_id=uuid.uuid4(), title="A viewer's secret pick")
     caplog.set_level(logging.ERROR, logger="aiormq.channel")
     try:
@@ -51,7 +48,6 @@ async def test_a_return_after_the_publish_gave_up_is_logged_without_its_body(
     finally:
         proxy.release()
         await broker.stop()
-        await proxy.close()
     logged = [r.getMessage() for r in caplog.records if r.name == "aiormq.channel"]
     assert logged, "aiormq did not log the unmatched return"
     for line in logged:

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,7 +19,7 @@ import redis
 from aiosmtpd.controller import Controller
 
 from scripts import bootstrap
-from tests.support import ServiceProcess, TcpProxy, free_port, wait_for
+from tests.support import ServiceProcess, TcpProxy, free_port, start_nginx, wait_for
 
 APPS = {
     "auth": "fastapi_auth.main:app",
@@ -99,13 +98,6 @@ class Suite:
         return httpx.AsyncClient(base_url=self.gateway, timeout=15, **kwargs)
 
 
-def _start_nginx(env: dict[str, str], run_dir: Path) -> subprocess.Popen[bytes]:
-    conf = bootstrap.render_nginx(env, run_dir)
-    return subprocess.Popen(
-        ["nginx", "-p", str(conf.parent), "-c", "nginx.conf", "-e", "stderr", "-g", "daemon off;"],
-    )
-
-
 @pytest.fixture(scope="session")
 def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
     base = bootstrap.load_env()
@@ -163,7 +155,7 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
     nginx: subprocess.Popen[bytes] | None = None
     try:
         asyncio.run(_start_all(processes))
-        nginx = _start_nginx(env, tmp_path_factory.mktemp("gateway"))
+        nginx = start_nginx(env, tmp_path_factory.mktemp("gateway"))
         asyncio.run(_wait_gateway(gateway))
         yield s
     finally:

@@ -2,14 +2,12 @@
 
 import asyncio
 import contextlib
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 
-from scripts import bootstrap
-from tests.support import free_port, wait_for
+from tests.support import free_port, start_nginx, wait_for
 
 
 @contextlib.asynccontextmanager
@@ -45,11 +43,8 @@ async def upstream() -> AsyncIterator[tuple[int, list[dict[str, str]]]]:
 async def gateway(tmp_path: Path, auth_port: int) -> AsyncIterator[str]:
     """nginx with the project's template, auth routed to `auth_port`; yields its base URL."""
     port = free_port()
-    conf = bootstrap.render_nginx(
+    nginx = start_nginx(
         {"GATEWAY_PORT": f"127.0.0.1:{port}", "AUTH_PORT": str(auth_port)}, tmp_path
-    )
-    nginx = subprocess.Popen(
-        ["nginx", "-p", str(conf.parent), "-c", "nginx.conf", "-e", "stderr", "-g", "daemon off;"]
     )
     base = f"http://127.0.0.1:{port}"
     try:
