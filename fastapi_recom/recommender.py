@@ -113,6 +113,10 @@ class IdMap:
             return int(self._order[at])
         return None
 
+    def raw(self, indices: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.bytes_]:
+        """The ids at `indices` as 16-byte strings, which sort in the order of the UUIDs."""
+        return self._ids[indices]
+
     def add(self, key: uuid.UUID) -> int:
         index = self._size
         if index >= self._ids.shape[0]:
@@ -326,6 +330,23 @@ def _top(
         kept = np.flatnonzero(values >= np.partition(values, -limit)[-limit])
         return kept[np.lexsort((candidates[kept], -values[kept]))[:limit]]
     return np.lexsort((candidates, -values))[:limit]
+
+
+def _rarest(counts: npt.NDArray[np.number[Any]], ids: npt.NDArray[np.bytes_], k: int) -> IntArray:
+    """Positions of the `k` smallest `counts`, ties to the smaller id, ascending.
+
+    The rule is the same on every machine and whatever order the films were indexed in (by id
+    at load, by arrival after it). `argpartition`'s choice among equal counts depends on the
+    CPU's vector instructions, and a position on the load's history: replicas kept different
+    films and gave the same viewer different picks.
+    """
+    bound = np.partition(counts, k - 1)[k - 1]
+    below = np.flatnonzero(counts < bound)
+    ties = np.flatnonzero(counts == bound)
+    need = k - below.shape[0]
+    if ties.shape[0] > need:
+        ties = ties[np.argsort(ids[ties], kind="stable")[:need]]
+    return np.sort(np.concatenate((below, ties)))
 
 
 # On more viewers than this, the k nearest are first screened with a sample (`_most_similar`).
@@ -623,8 +644,7 @@ class RatingMatrix:
         else:
             own_norm = math.sqrt(float(np.sum(scores.astype(np.float64) ** 2)))
         if cols.shape[0] > strategy.max_profile:
-            rarest = np.argpartition(self.movie_count[cols], strategy.max_profile)
-            keep = np.sort(rarest[: strategy.max_profile])
+            keep = _rarest(self.movie_count[cols], self.movie_ids.raw(cols), strategy.max_profile)
             cols, scores = cols[keep], scores[keep]
         if strategy.binary_similarity:
             # 0/1 vectors: the dot product counts the films both rated. The counts stay

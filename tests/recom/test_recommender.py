@@ -409,3 +409,27 @@ async def test_a_load_numbers_viewers_and_films_by_id_whatever_the_stream() -> N
         )
         loaded.append((users, m.neighbours(0, Strategy())[0].tolist()))
     assert loaded[0] == loaded[1] == loaded[2]
+
+
+@pytest.mark.parametrize("history", ["loaded", "arrived newest id first"])
+def test_a_long_profile_compares_its_rarest_films_ties_to_the_smaller_id(history: str) -> None:
+    """Over `max_profile` films, the viewer is compared on the rarest only; among equally rare
+    films those with the smaller ids are kept, on every machine and whatever order the films
+    were indexed in. U rated 120 films: five that no one else rated, and 115 that one other
+    viewer each rated (V_i only F_i), so the 100 kept are the five and F0..F94, and V0..V94
+    are U's only neighbours."""
+    user = uuid.UUID(int=50_000)
+    films = [uuid.UUID(int=60_000 + i) for i in range(120)]
+    lonely = set(range(100, 105))
+    others = {i: uuid.UUID(int=70_000 + i) for i in range(120) if i not in lonely}
+    triples = [(user, film, 6) for film in films] + [(v, films[i], 6) for i, v in others.items()]
+    if history == "loaded":
+        m = RatingMatrix.from_triples(triples)
+    else:  # after the load, through the refresher: columns in order of arrival
+        m = RatingMatrix.from_triples([])
+        for u, film, score in sorted(triples, key=lambda t: t[1], reverse=True):
+            m.apply(u, film, score)
+    rows, sims = m.neighbours(row_of(m, user), Strategy(neighbours=200, max_profile=100))
+    assert sorted(m.user_ids[r] for r in rows.tolist()) == [others[i] for i in range(95)]
+    # The cosine's norms stay those of the whole profile: 1 / (sqrt(120) * 1).
+    assert sims.tolist() == pytest.approx([1 / math.sqrt(120)] * 95)
