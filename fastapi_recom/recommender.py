@@ -321,15 +321,15 @@ def _with_changes(
 
 
 def _top(
-    candidates: ColArray, values: npt.NDArray[np.number[Any]], limit: int
+    candidates: ColArray, values: npt.NDArray[np.number[Any]], limit: int, ids: IdMap
 ) -> npt.NDArray[np.intp]:
-    """Positions of the `limit` largest `values`, ties to the smaller candidate: the order of
-    `np.lexsort((candidates, -values))[:limit]`, sorting only what can make the cut (on 20,000
-    films a full sort cost a tenth of a recommendation)."""
+    """Positions of the `limit` largest `values`, ties to the smaller id: the order of
+    `np.lexsort((ids.raw(candidates), -values))[:limit]`, sorting only what can make the cut
+    (on 20,000 films a full sort cost a tenth of a recommendation)."""
     if values.shape[0] > 2 * limit:
         kept = np.flatnonzero(values >= np.partition(values, -limit)[-limit])
-        return kept[np.lexsort((candidates[kept], -values[kept]))[:limit]]
-    return np.lexsort((candidates, -values))[:limit]
+        return kept[np.lexsort((ids.raw(candidates[kept]), -values[kept]))[:limit]]
+    return np.lexsort((ids.raw(candidates), -values))[:limit]
 
 
 def _rarest(counts: npt.NDArray[np.number[Any]], ids: npt.NDArray[np.bytes_], k: int) -> IntArray:
@@ -626,7 +626,7 @@ class RatingMatrix:
         mean = float(total.sum() / count.sum()) if count.sum() else 0.0
         bayes = (strategy.prior_votes * mean + total) / (strategy.prior_votes + count)
         eligible = np.flatnonzero(count >= strategy.popular_min_ratings).astype(np.int32)
-        order = eligible[np.lexsort((eligible, -bayes[eligible]))]
+        order = eligible[np.lexsort((self.movie_ids.raw(eligible), -bayes[eligible]))]
         self._popular_cache = (self.version, strategy.prior_votes, order, bayes)
         return order, bayes
 
@@ -664,7 +664,7 @@ class RatingMatrix:
         k = strategy.neighbours
         candidates = _most_similar(sims, k)
         kept = sims[candidates]
-        order = np.lexsort((candidates, -kept))[:k]
+        order = np.lexsort((self.user_ids.raw(candidates), -kept))[:k]
         return candidates[order], kept[order]
 
     def _co_rating_counts(self, cols: ColArray, n_users: int) -> npt.NDArray[np.int64]:
@@ -749,7 +749,7 @@ class RatingMatrix:
         candidates = np.flatnonzero((count > 0) & ~banned)
         if candidates.shape[0] == 0:
             return []
-        top = candidates[_top(candidates, score[candidates], limit)]
+        top = candidates[_top(candidates, score[candidates], limit, self.movie_ids)]
         # Plain Python numbers from here: numpy scalar arithmetic costs a microsecond a step.
         raters, rating_sums = self._rating_stats(top)
         return [
@@ -836,7 +836,7 @@ class RatingMatrix:
         dots[col] = 0.0
         candidates = np.flatnonzero(dots > 0)
         sims = dots[candidates] / (norms[candidates] * own_norm)
-        order = _top(candidates, sims, limit)
+        order = _top(candidates, sims, limit, self.movie_ids)
         return [
             SimilarMovie(
                 movie_id=self._movie_id(int(candidates[i])),

@@ -63,9 +63,9 @@ class _Ids:
     def sorted_id_map(self) -> tuple[IdMap, np.ndarray]:
         """The ids in byte order, and each assigned index's place in it.
 
-        Indices follow the stream's chunks, which differ from load to load; numbering by id
-        makes every worker and every restart break ties between equally similar viewers (and
-        equally scored films) the same way, so a viewer gets the same picks from each worker.
+        Indices follow the stream's chunks, which differ from load to load. Ties are broken by
+        id whatever the numbering; numbering by id also makes every load lay the ratings out,
+        and so sum them, in the same order.
         """
         raw = np.empty(len(self.index), dtype="S16")
         raw[list(self.index.values())] = list(self.index)
