@@ -226,6 +226,9 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
                     full_name=update.get("full_name", user.full_name),
                 )
             )
+        new_email = update.get("email")
+        if new_email is not None and new_email != user.email:
+            events.extend(await self._new_address_events(user, new_email, update))
         stage(self.session, *events)
         was_verified = user.is_verified
         try:
@@ -238,6 +241,27 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
         if updated.is_verified != was_verified:  # confirmed, or unconfirmed by a new address
             await self._note_confirmation(updated.id, updated.is_verified)
         return updated
+
+    async def _new_address_events(
+        self, user: User, email: str, update: dict[str, Any]
+    ) -> list[Event]:
+        """fastapi-users takes a new address unconfirmed: send it a short link of its own, in
+        the change's transaction (the old address's links confirm nothing any more).
+
+        The address is checked before, as fastapi-users checks it after: a refused change must
+        not spend the link cooldown that the corrected one needs.
+        """
+        try:
+            await self.get_by_email(email)
+        except exceptions.UserNotExists:
+            pass
+        else:
+            raise exceptions.UserAlreadyExists
+        if update.get("is_verified") or not await self._mail_allowed("confirm", user.id):
+            return []
+        return [
+            await self._registered_event(user.id, email, update.get("full_name", user.full_name))
+        ]
 
     async def _note_confirmation(self, user_id: uuid.UUID, confirmed: bool) -> None:
         """Tokens issued before a confirmation say unverified until they expire; Redis tells

@@ -12,6 +12,7 @@ from sqlalchemy import (
     Text,
     Update,
     and_,
+    case,
     func,
     literal,
     or_,
@@ -77,11 +78,16 @@ async def upsert_recipient(
     full_name: str | None = None,
     verified: bool = False,
 ) -> None:
-    """Events may arrive out of order: verification is never undone, a name never blanked."""
+    """Events may arrive out of order: verification is never undone, a name never blanked, and
+    a confirmed address is replaced only by another confirmed one (a viewer who changed their
+    address keeps their digests at the old one until the new one is confirmed)."""
     values = {"user_id": user_id, "email": email, "is_verified": verified}
     stmt = insert(Recipient).values(**values, full_name=full_name or "")
     updates = {
-        "email": stmt.excluded.email,
+        "email": case(
+            (Recipient.is_verified & ~stmt.excluded.is_verified, Recipient.email),
+            else_=stmt.excluded.email,
+        ),
         "is_verified": Recipient.is_verified | stmt.excluded.is_verified,
         "updated_at": func.now(),
     }

@@ -213,6 +213,35 @@ async def test_short_link_after_email_change_confirms_nothing(
     assert events.matching("auth.user.verified", user_id=user["id"]) == []
 
 
+async def test_new_address_gets_a_short_link_of_its_own_that_confirms_it(
+    client: AsyncClient, events: EventTap
+) -> None:
+    email, taken, moved = new_email(), new_email(), new_email()
+    await register(client, taken)
+    user = await register(client, email, full_name="Ann Viewer")
+    assert (
+        await client.get(f"/auth/v1/s/{await events.confirm_code(user['id'])}")
+    ).status_code == 303
+    token = await login(client, email)
+
+    # Someone else's address is refused, and the refusal spends no link cooldown.
+    refused = await client.patch("/auth/v1/users/me", json={"email": taken}, headers=bearer(token))
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["detail"] == "UPDATE_USER_EMAIL_ALREADY_EXISTS"
+    changed = await client.patch("/auth/v1/users/me", json={"email": moved}, headers=bearer(token))
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["is_verified"] is False
+
+    link = await events.wait_for("auth.user.registered", user_id=user["id"], email=moved)
+    assert link["full_name"] == "Ann Viewer"
+    assert events.matching("auth.user.registered", user_id=user["id"], email=taken) == []
+    assert (await client.get(f"/auth/v1/s/{code_of(link['confirm_url'])}")).status_code == 303
+    verified = await events.wait_for("auth.user.verified", user_id=user["id"], email=moved)
+    assert verified["full_name"] == "Ann Viewer"
+    me = await client.get("/auth/v1/users/me", headers=bearer(await login(client, moved)))
+    assert (me.json()["email"], me.json()["is_verified"]) == (moved, True)
+
+
 async def test_confirmation_is_noted_for_tokens_issued_before_it_and_undone_by_a_new_address(
     client: AsyncClient, events: EventTap, settings: Settings, redis: Redis
 ) -> None:

@@ -12,10 +12,10 @@ import pytest
 from faststream.rabbit import RabbitBroker
 
 from contracts.broker import EVENTS_EXCHANGE
-from contracts.events import PasswordResetRequested, UserRegistered
+from contracts.events import PasswordResetRequested, UserRegistered, UserVerified
 from notifications_service.config import get_settings
 from notifications_service.mailer import message_id
-from notifications_service.models import DeliveryStatus
+from notifications_service.models import DeliveryStatus, Recipient
 from tests.notifications.conftest import (
     Service,
     StartService,
@@ -66,6 +66,34 @@ async def test_confirmation_email_carries_link_when_user_registers(
     assert response.status_code == 200
     [item] = response.json()["items"]
     assert (item["kind"], item["status"], item["attempts"]) == ("confirmation", "sent", 1)
+
+
+async def test_new_address_gets_the_link_and_digests_move_only_once_it_is_confirmed(
+    service: Service, broker: RabbitBroker, smtp_sink: SmtpSink
+) -> None:
+    async with service.sessionmaker() as session:
+        viewer = await create_recipient(session)
+    old, new = viewer.email, f"moved-{viewer.user_id.hex[:12]}@example.com"
+
+    # The change's short link (auth sends `auth.user.registered` for the new address).
+    await publish(broker, registration(user_id=viewer.user_id, email=new))
+    await wait_for(lambda: _arrived(smtp_sink, new))
+    assert smtp_sink.to(new)[0]["Subject"] == "Confirm your e-mail address"
+    assert await _address(service, viewer.user_id) == (old, True)
+
+    await publish(broker, UserVerified(user_id=viewer.user_id, email=new, full_name="Ann"))
+
+    async def moved() -> bool:
+        return await _address(service, viewer.user_id) == (new, True)
+
+    await wait_for(moved)
+
+
+async def _address(service: Service, user_id: uuid.UUID) -> tuple[str, bool]:
+    async with service.sessionmaker() as session:
+        recipient = await session.get(Recipient, user_id)
+        assert recipient is not None
+        return recipient.email, recipient.is_verified
 
 
 async def test_reset_email_sent_when_viewer_opted_out_of_digests(
