@@ -103,7 +103,14 @@ ON CONFLICT (movie_id) DO UPDATE SET title = EXCLUDED.title,
     rating = EXCLUDED.rating, type = EXCLUDED.type,
     source_modified_at = EXCLUDED.source_modified_at, updated_at = clock_timestamp()
 """
-DELETE_MOVIES = "DELETE FROM movie WHERE movie_id = ANY($1::uuid[])"
+# A film the source deleted leaves the catalogue for `movie_withdrawn` (recom stops picking it);
+# one the source has again leaves `movie_withdrawn`.
+WITHDRAW_MOVIES = """
+WITH gone AS (DELETE FROM movie WHERE movie_id = ANY($1::uuid[]) RETURNING movie_id)
+INSERT INTO movie_withdrawn (movie_id) SELECT movie_id FROM gone
+ON CONFLICT (movie_id) DO UPDATE SET withdrawn_at = clock_timestamp()
+"""
+RETURN_MOVIES = "DELETE FROM movie_withdrawn WHERE movie_id = ANY($1::uuid[])"
 # Links of the reloaded films are replaced (deleted, then COPYed in): far cheaper than
 # per-row ON CONFLICT checks, and a reloaded film has only a handful of links.
 DELETE_MOVIE_GENRES = "DELETE FROM movie_genre WHERE movie_id = ANY($1::uuid[])"
@@ -498,8 +505,9 @@ class CatalogueEtl:
         await _write_persons(target, films.persons, update=False)
         await target.execute(UPSERT_MOVIES, *_columns(films.rows, MOVIE_COLUMNS))
         found_ids = [r["id"] for r in films.rows]
+        await target.execute(RETURN_MOVIES, found_ids)
         missing = list(set(films.ids).difference(found_ids))
-        deleted = _count(await target.execute(DELETE_MOVIES, missing)) if missing else 0
+        deleted = _count(await target.execute(WITHDRAW_MOVIES, missing)) if missing else 0
         await target.execute(DELETE_MOVIE_GENRES, films.ids)
         await target.copy_records_to_table(
             "movie_genre",

@@ -104,6 +104,18 @@ class Person(Base):
 # The link tables carry no foreign keys: the ETL is their only writer and keeps them whole
 # (a film's links are replaced with the film in one transaction), and the per-row key checks
 # doubled the time of a full load (bench/etl.py).
+class WithdrawnMovie(Base):
+    """A film the catalogue had and its source deleted. The ETL keeps a film either here or in
+    `movie`, never both; recom recommends none of these, though their ratings still count."""
+
+    __tablename__ = "movie_withdrawn"
+
+    movie_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    withdrawn_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.clock_timestamp(), index=True
+    )
+
+
 class MovieGenre(Base):
     __tablename__ = "movie_genre"
 

@@ -7,7 +7,7 @@ import math
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -15,6 +15,7 @@ import numpy.typing as npt
 logger = logging.getLogger(__name__)
 
 IntArray = npt.NDArray[np.int32]
+_Grown = TypeVar("_Grown", npt.NDArray[np.float64], npt.NDArray[np.bool_])
 # Film columns in the viewer-major CSR: uint16 while the films fit, int32 beyond.
 ColArray = npt.NDArray[np.integer[Any]]
 FloatArray = npt.NDArray[np.float64]
@@ -419,6 +420,9 @@ class RatingMatrix:
         self._popular_cache: tuple[int, float, IntArray, FloatArray] | None = None
         # Films' ids as UUID objects, made once each: picks name the same films again and again.
         self._movie_uuids: dict[int, uuid.UUID] = {}
+        # Films the catalogue withdrew (`set_withdrawn`): their ratings count, they are not picked.
+        self._withdrawn_ids: set[uuid.UUID] = set()
+        self.withdrawn: npt.NDArray[np.bool_] = np.zeros(n_movies, dtype=bool)
 
     @classmethod
     def from_triples(cls, triples: Iterable[tuple[uuid.UUID, uuid.UUID, int]]) -> RatingMatrix:
@@ -482,7 +486,7 @@ class RatingMatrix:
             parts["film-major scores"] = base.m_data.nbytes
         return parts
 
-    def _grow(self, array: FloatArray, size: int) -> FloatArray:
+    def _grow(self, array: _Grown, size: int) -> _Grown:
         if size <= array.shape[0]:
             return array
         grown = np.zeros(max(size, 2 * array.shape[0]), dtype=array.dtype)
@@ -506,7 +510,21 @@ class RatingMatrix:
             self.movie_count = self._grow(self.movie_count, col + 1)
             self.movie_sum = self._grow(self.movie_sum, col + 1)
             self.movie_sq = self._grow(self.movie_sq, col + 1)
+            self.withdrawn = self._grow(self.withdrawn, col + 1)
+            self.withdrawn[col] = movie_id in self._withdrawn_ids
         return col
+
+    def set_withdrawn(self, movie_ids: Iterable[uuid.UUID], withdrawn: bool) -> None:
+        """Films the catalogue withdrew (or has again): never picked, nor listed as similar, while
+        withdrawn; their ratings still make viewers similar. Known before their first rating too."""
+        for movie_id in movie_ids:
+            if withdrawn:
+                self._withdrawn_ids.add(movie_id)
+            else:
+                self._withdrawn_ids.discard(movie_id)
+            col = self.movie_index.get(movie_id)
+            if col is not None:
+                self.withdrawn[col] = withdrawn
 
     def value(self, row: int, col: int) -> int:
         """The live score (0 = none) of one viewer for one film."""
@@ -699,7 +717,7 @@ class RatingMatrix:
         """Top `limit` films for one viewer, never one they rated or asked to exclude."""
         row = self.user_index.get(user_id)
         n_movies = self.n_movies
-        banned = np.zeros(n_movies, dtype=bool)
+        banned = self.withdrawn[:n_movies].copy()
         for movie_id in exclude:
             col = self.movie_index.get(movie_id)
             if col is not None:
@@ -808,7 +826,8 @@ class RatingMatrix:
 
     def general(self, limit: int, strategy: Strategy) -> list[Pick]:
         """Popular, well-rated films for anyone."""
-        return self._popular_picks(limit, strategy)
+        withdrawn = self.withdrawn[: self.n_movies] if self._withdrawn_ids else None
+        return self._popular_picks(limit, strategy, withdrawn)
 
     def similar_movies(
         self, movie_id: uuid.UUID, limit: int, strategy: Strategy
@@ -834,7 +853,7 @@ class RatingMatrix:
             norms = np.sqrt(self.movie_sq[:n_movies])
             own_norm = math.sqrt(float(np.sum(scores.astype(np.float64) ** 2)))
         dots[col] = 0.0
-        candidates = np.flatnonzero(dots > 0)
+        candidates = np.flatnonzero((dots > 0) & ~self.withdrawn[:n_movies])
         sims = dots[candidates] / (norms[candidates] * own_norm)
         order = _top(candidates, sims, limit, self.movie_ids)
         return [
@@ -896,9 +915,11 @@ def build_merged(snapshot: MergeSnapshot) -> _Base:
 
 @dataclass(slots=True)
 class TitleCache:
-    """Film titles from the catalogue, kept in memory so requests never query for them."""
+    """Film titles from the catalogue, kept in memory so requests never query for them, and the
+    films it withdrew."""
 
     titles: dict[uuid.UUID, str] = field(default_factory=dict)
+    withdrawn: set[uuid.UUID] = field(default_factory=set)
 
     def get(self, movie_id: uuid.UUID) -> str | None:
         return self.titles.get(movie_id)

@@ -42,6 +42,7 @@ _TRIM_EVERY = 10.0
 # Seconds behind the clock at which an open transaction's hold on the refresh is logged.
 _HELD_BACK_WARNING = 30.0
 _TITLES_QUERY = "SELECT movie_id, title FROM movie WHERE updated_at > $1"
+_WITHDRAWN_QUERY = "SELECT movie_id FROM movie_withdrawn WHERE withdrawn_at > $1"
 
 
 class _Ids:
@@ -212,6 +213,7 @@ class MatrixStore:
     async def _load(self) -> None:
         started = time.perf_counter()
         matrix, watermark = await load_matrix(self.engine, self.margin)
+        matrix.set_withdrawn(self.titles.withdrawn, True)  # known from an earlier load
         self.matrix, self._watermark = matrix, watermark
         await self.refresh_titles()
         self.load_seconds = time.perf_counter() - started
@@ -280,11 +282,23 @@ class MatrixStore:
             if self._titles_watermark is not None
             else datetime(1970, 1, 1).astimezone()
         )
-        async with _driver(self.engine) as driver, driver.transaction(readonly=True):
+        # One snapshot for both: the ETL keeps a film in `movie` or in `movie_withdrawn`.
+        async with (
+            _driver(self.engine) as driver,
+            driver.transaction(isolation="repeatable_read", readonly=True),
+        ):
             now = await driver.fetchval("SELECT now()")
             records = await driver.fetch(_TITLES_QUERY, since)
+            gone = [r[0] for r in await driver.fetch(_WITHDRAWN_QUERY, since)]
+        withdrawn = self.titles.withdrawn
+        back = [movie_id for movie_id, _ in records if movie_id in withdrawn]
         for movie_id, title in records:
             self.titles.titles[movie_id] = title
+        withdrawn.difference_update(back)
+        withdrawn.update(gone)
+        if self.matrix is not None:
+            self.matrix.set_withdrawn(back, False)
+            self.matrix.set_withdrawn(gone, True)
         self._titles_watermark = now
 
     async def _maybe_merge(self) -> None:

@@ -12,7 +12,7 @@ from fastapi_recom.config import get_settings
 from fastapi_recom.etl import CatalogueEtl, apply_content_schema
 
 CONTENT_TABLES = "content.film_work, content.genre, content.person, content.genre_film_work, content.person_film_work, content.deleted_row"
-CATALOGUE_TABLES = "movie, genre, person, movie_genre, movie_person, etl_state"
+CATALOGUE_TABLES = "movie, movie_withdrawn, genre, person, movie_genre, movie_person, etl_state"
 
 
 async def _wipe(content: asyncpg.Connection, recom: asyncpg.Connection) -> None:

@@ -230,6 +230,38 @@ async def test_recreated_row_survives_its_older_deletion_log_entry(
     await etl.close()
 
 
+async def test_deleted_film_is_withdrawn_until_the_source_has_it_again(
+    content: asyncpg.Connection, recom: asyncpg.Connection
+) -> None:
+    film = await create_film(content, "Andrei Rublev")
+    never_loaded = uuid.uuid4()
+    etl = make_etl()
+    await etl.run_once()
+
+    await content.execute("DELETE FROM content.film_work WHERE id = $1", film)
+    report = await etl.run_once()
+    assert report.films_deleted == 1
+    assert await titles(recom) == {}
+    assert await withdrawn(recom) == {film}
+
+    await content.execute(
+        "INSERT INTO content.film_work (id, title) VALUES ($1, 'Andrei Rublev (restored)')", film
+    )
+    # A film deleted before the catalogue ever had it is not withdrawn: there was nothing to take.
+    await content.execute(
+        "INSERT INTO content.film_work (id, title) VALUES ($1, 'Ivan''s Childhood')", never_loaded
+    )
+    await content.execute("DELETE FROM content.film_work WHERE id = $1", never_loaded)
+    await etl.run_once()
+    assert await titles(recom) == {film: "Andrei Rublev (restored)"}
+    assert await withdrawn(recom) == set()
+    await etl.close()
+
+
+async def withdrawn(recom: asyncpg.Connection) -> set[uuid.UUID]:
+    return {r[0] for r in await recom.fetch("SELECT movie_id FROM movie_withdrawn")}
+
+
 async def test_row_committed_late_with_early_modified_is_picked_up(
     content: asyncpg.Connection, recom: asyncpg.Connection
 ) -> None:

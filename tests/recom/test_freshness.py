@@ -6,13 +6,14 @@ import uuid
 import httpx
 import pytest
 
-from fastapi_recom import refresher
+from fastapi_recom import etl, refresher
 from fastapi_recom.config import get_settings
 from tests.recom.recommender_support import (
     connect,
     delete_rating,
     hand_made_set,
     put_ratings,
+    put_titles,
     recom_client,
 )
 from tests.support import ServiceProcess, bearer, free_port, make_token, wait_for
@@ -42,6 +43,34 @@ async def test_new_rating_removes_the_film_from_picks_and_shows_in_ratings() -> 
         await wait_for(rated, timeout=5)
         held = await client.get(f"/recom/v1/user/{users['A']}/ratings", headers=bearer(token))
     assert {r["movie_id"]: r["score"] for r in held.json()["items"]}[str(movies["m5"])] == 9
+
+
+async def test_film_the_catalogue_withdraws_leaves_the_picks_until_it_is_back() -> None:
+    users, movies, ratings = hand_made_set()
+    await put_ratings(ratings)
+    await put_titles({movies["m5"]: "Nostalghia"})
+    token = make_token(users["A"])
+    async with recom_client() as client, connect() as etl_writer:
+        assert str(movies["m5"]) in await _picks(client, users["A"], token)
+        # What the ETL writes when the source deletes the film, and when it has it again.
+        await etl_writer.execute(etl.WITHDRAW_MOVIES, [movies["m5"]])
+
+        async def left() -> bool:
+            return str(movies["m5"]) not in await _picks(client, users["A"], token)
+
+        await wait_for(left, timeout=10)
+        # The next best move up; m5's ratings still make B and D A's neighbours.
+        assert (await _picks(client, users["A"], token))[:2] == [
+            str(movies["m4"]),
+            str(movies["m6"]),
+        ]
+        await put_titles({movies["m5"]: "Nostalghia"})
+        await etl_writer.execute(etl.RETURN_MOVIES, [movies["m5"]])
+
+        async def back() -> bool:
+            return (await _picks(client, users["A"], token))[0] == str(movies["m5"])
+
+        await wait_for(back, timeout=10)
 
 
 async def test_rating_committed_long_after_it_was_stamped_still_reaches_the_picks(

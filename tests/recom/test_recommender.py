@@ -462,3 +462,26 @@ def test_answers_do_not_depend_on_the_order_viewers_and_films_were_indexed(binar
         return out
 
     assert answers(arrived) == answers(loaded)
+
+
+def test_withdrawn_films_are_never_picked_but_their_ratings_still_count() -> None:
+    m = RatingMatrix.from_triples(RATINGS)
+    strategy = Strategy(neighbours=2, min_ratings=1, popular_min_ratings=1)
+    assert M4 in [p.movie_id for p in m.recommend(A, 3, strategy).picks]
+    late = uuid.UUID(int=999)  # withdrawn before anyone rated it
+    m.set_withdrawn([M4, late], True)
+
+    picks = [p.movie_id for p in m.recommend(A, 3, strategy).picks]
+    assert M4 not in picks
+    # B is still A's nearest neighbour: through m1 m2 m3, and m4 still counts in B's norm.
+    rows, sims = m.neighbours(row_of(m, A), strategy)
+    assert m.user_ids[int(rows[0])] == B
+    assert float(sims[0]) == pytest.approx(3 / (math.sqrt(3) * math.sqrt(4)))
+    assert M4 not in [p.movie_id for p in m.general(10, strategy)]
+    assert M4 not in [s.movie_id for s in m.similar_movies(M1, 10, strategy) or []]
+    m.apply(C, late, 8)
+    assert late not in [p.movie_id for p in m.general(10, strategy)]
+
+    m.set_withdrawn([M4, late], False)
+    assert M4 in [p.movie_id for p in m.recommend(A, 3, strategy).picks]
+    assert late in [p.movie_id for p in m.general(10, strategy)]
