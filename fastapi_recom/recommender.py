@@ -333,7 +333,7 @@ def _top(
     return np.lexsort((ids.raw(candidates), -values))[:limit]
 
 
-def _rarest(counts: npt.NDArray[np.number[Any]], ids: npt.NDArray[np.bytes_], k: int) -> IntArray:
+def _rarest(counts: npt.NDArray[np.number[Any]], cols: ColArray, ids: IdMap, k: int) -> IntArray:
     """Positions of the `k` smallest `counts`, ties to the smaller id, ascending.
 
     The rule is the same on every machine and whatever order the films were indexed in (by id
@@ -346,7 +346,7 @@ def _rarest(counts: npt.NDArray[np.number[Any]], ids: npt.NDArray[np.bytes_], k:
     ties = np.flatnonzero(counts == bound)
     need = k - below.shape[0]
     if ties.shape[0] > need:
-        ties = ties[np.argsort(ids[ties], kind="stable")[:need]]
+        ties = ties[np.argsort(ids.raw(cols[ties]), kind="stable")[:need]]
     return np.sort(np.concatenate((below, ties)))
 
 
@@ -662,7 +662,7 @@ class RatingMatrix:
         else:
             own_norm = math.sqrt(float(np.sum(scores.astype(np.float64) ** 2)))
         if cols.shape[0] > strategy.max_profile:
-            keep = _rarest(self.movie_count[cols], self.movie_ids.raw(cols), strategy.max_profile)
+            keep = _rarest(self.movie_count[cols], cols, self.movie_ids, strategy.max_profile)
             cols, scores = cols[keep], scores[keep]
         if strategy.binary_similarity:
             # 0/1 vectors: the dot product counts the films both rated. The counts stay
