@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -41,8 +41,8 @@ _CHANGES_QUERY = "SELECT user_id, movie_id, score, deleted FROM rating WHERE upd
 _TRIM_EVERY = 10.0
 # Seconds behind the clock at which an open transaction's hold on the refresh is logged.
 _HELD_BACK_WARNING = 30.0
-_TITLES_QUERY = "SELECT movie_id, title FROM movie WHERE updated_at > $1"
-_WITHDRAWN_QUERY = "SELECT movie_id FROM movie_withdrawn WHERE withdrawn_at > $1"
+_TITLES_QUERY = "SELECT movie_id, title FROM movie WHERE updated_at >= $1"
+_WITHDRAWN_QUERY = "SELECT movie_id FROM movie_withdrawn WHERE withdrawn_at >= $1"
 
 
 class _Ids:
@@ -277,19 +277,16 @@ class MatrixStore:
             )
 
     async def refresh_titles(self) -> None:
-        since = (
-            self._titles_watermark - timedelta(seconds=self.margin)
-            if self._titles_watermark is not None
-            else datetime(1970, 1, 1).astimezone()
-        )
-        # One snapshot for both: the ETL keeps a film in `movie` or in `movie_withdrawn`.
-        async with (
-            _driver(self.engine) as driver,
-            driver.transaction(isolation="repeatable_read", readonly=True),
-        ):
-            now = await driver.fetchval("SELECT now()")
-            records = await driver.fetch(_TITLES_QUERY, since)
-            gone = [r[0] for r in await driver.fetch(_WITHDRAWN_QUERY, since)]
+        """Titles and withdrawals stamped from the previous poll's horizon on (fastapi_recom.db):
+        an ETL batch that commits late, however late, is read by the first poll after it."""
+        since = self._titles_watermark or datetime(1970, 1, 1).astimezone()
+        async with _driver(self.engine) as driver:
+            horizon, _ = await driver.fetchrow(HORIZON, self.margin)
+            # One snapshot for both, taken after the horizon: the ETL keeps a film in `movie`
+            # or in `movie_withdrawn`.
+            async with driver.transaction(isolation="repeatable_read", readonly=True):
+                records = await driver.fetch(_TITLES_QUERY, since)
+                gone = [r[0] for r in await driver.fetch(_WITHDRAWN_QUERY, since)]
         withdrawn = self.titles.withdrawn
         back = [movie_id for movie_id, _ in records if movie_id in withdrawn]
         for movie_id, title in records:
@@ -299,7 +296,7 @@ class MatrixStore:
         if self.matrix is not None:
             self.matrix.set_withdrawn(back, False)
             self.matrix.set_withdrawn(gone, True)
-        self._titles_watermark = now
+        self._titles_watermark = horizon
 
     async def _maybe_merge(self) -> None:
         matrix = self.matrix

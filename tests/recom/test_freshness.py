@@ -2,6 +2,7 @@
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
@@ -71,6 +72,44 @@ async def test_film_the_catalogue_withdraws_leaves_the_picks_until_it_is_back() 
             return (await _picks(client, users["A"], token))[0] == str(movies["m5"])
 
         await wait_for(back, timeout=10)
+
+
+async def test_title_and_withdrawal_committed_long_after_they_were_stamped_still_arrive() -> None:
+    """An ETL batch is one transaction; on a slow day it outlasts the margin, and its rows
+    commit stamped seconds before: the titles poll must not have moved past them."""
+    users, movies, ratings = hand_made_set()
+    await put_ratings(ratings)
+    await put_titles({movies["m4"]: "Stalker"})
+    token = make_token(users["A"])
+    wait = get_settings().recom_refresh_margin + get_settings().recom_titles_interval + 1.5
+    async with recom_client() as client, connect() as etl_writer:
+
+        async def titles() -> dict[str, str | None]:
+            response = await client.get(
+                f"/recom/v1/user/{users['A']}?limit=3", headers=bearer(token)
+            )
+            return {r["movie_id"]: r["title"] for r in response.json()["recommendations"]}
+
+        await wait_for(lambda: _titled(titles, movies["m4"], "Stalker"), timeout=10)
+        async with etl_writer.transaction():
+            await etl_writer.execute(
+                "INSERT INTO movie (movie_id, title) VALUES ($1, 'Nostalghia')", movies["m5"]
+            )
+            await etl_writer.execute(etl.WITHDRAW_MOVIES, [movies["m4"]])
+            await asyncio.sleep(wait)  # polls go on, none of them sees these rows yet
+            assert (await titles())[str(movies["m5"])] is None
+
+        async def arrived() -> bool:
+            now = await titles()
+            return now.get(str(movies["m5"])) == "Nostalghia" and str(movies["m4"]) not in now
+
+        await wait_for(arrived, timeout=10)
+
+
+async def _titled(
+    titles: Callable[[], Awaitable[dict[str, str | None]]], movie: uuid.UUID, title: str
+) -> bool:
+    return (await titles()).get(str(movie)) == title
 
 
 async def test_rating_committed_long_after_it_was_stamped_still_reaches_the_picks(
