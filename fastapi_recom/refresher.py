@@ -179,7 +179,8 @@ class MatrixStore:
     seconds back. A row is stamped before its transaction commits, so a row that commits late,
     however late (a demo load of 100,000 ratings in one transaction), is read by the first poll
     after its commit. Applying a row sets the newest state and is idempotent, so reading it
-    again is harmless. PostgreSQL stays the source of truth: nothing here is written back.
+    again is harmless. Film titles and withdrawn films are read the same way every
+    `titles_interval`. PostgreSQL stays the source of truth: nothing here is written back.
     """
 
     engine: AsyncEngine
