@@ -101,9 +101,6 @@ class Person(Base):
     source_modified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
-# The link tables carry no foreign keys: the ETL is their only writer and keeps them whole
-# (a film's links are replaced with the film in one transaction), and the per-row key checks
-# doubled the time of a full load (bench/etl.py).
 class WithdrawnMovie(Base):
     """A film the catalogue had and its source deleted. The ETL keeps a film either here or in
     `movie`, never both; recom recommends none of these, though their ratings still count."""
@@ -116,6 +113,9 @@ class WithdrawnMovie(Base):
     )
 
 
+# The link tables carry no foreign keys: the ETL is their only writer and keeps them whole
+# (a film's links are replaced with the film in one transaction), and the per-row key checks
+# doubled the time of a full load (bench/etl.py).
 class MovieGenre(Base):
     __tablename__ = "movie_genre"
 

@@ -2,7 +2,6 @@
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
@@ -90,7 +89,10 @@ async def test_title_and_withdrawal_committed_long_after_they_were_stamped_still
             )
             return {r["movie_id"]: r["title"] for r in response.json()["recommendations"]}
 
-        await wait_for(lambda: _titled(titles, movies["m4"], "Stalker"), timeout=10)
+        async def titled() -> bool:
+            return (await titles()).get(str(movies["m4"])) == "Stalker"
+
+        await wait_for(titled, timeout=10)
         async with etl_writer.transaction():
             await etl_writer.execute(
                 "INSERT INTO movie (movie_id, title) VALUES ($1, 'Nostalghia')", movies["m5"]
@@ -104,12 +106,6 @@ async def test_title_and_withdrawal_committed_long_after_they_were_stamped_still
             return now.get(str(movies["m5"])) == "Nostalghia" and str(movies["m4"]) not in now
 
         await wait_for(arrived, timeout=10)
-
-
-async def _titled(
-    titles: Callable[[], Awaitable[dict[str, str | None]]], movie: uuid.UUID, title: str
-) -> bool:
-    return (await titles()).get(str(movie)) == title
 
 
 async def test_rating_committed_long_after_it_was_stamped_still_reaches_the_picks(
