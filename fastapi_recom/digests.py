@@ -14,8 +14,6 @@ from pydantic import ValidationError
 from contracts.broker import EVENTS_EXCHANGE, consumer_queue, declare_topology
 from contracts.events import DigestRequested
 from fastapi_recom.events import publish_recommendations
-from fastapi_recom.recommender import Recommendation
-from fastapi_recom.refresher import MatrixStore
 
 logger = logging.getLogger(__name__)
 
@@ -48,24 +46,16 @@ def register_digest_consumer(broker: RabbitBroker, app: FastAPI) -> None:
         store = app.state.store
         async with asyncio.timeout(READY_TIMEOUT):
             await store.ready.wait()
+        # An e-mail cannot be corrected once sent: the catalogue as of now first (one small
+        # query), so a film listed or withdrawn since the last titles poll counts already.
+        try:
+            await store.refresh_titles()
+        except Exception as exc:  # the database may be down: the picks still go out
+            logger.warning("film catalogue not refreshed for a digest: %r", exc)
         strategy = app.state.strategy
         recommendations = [
             store.matrix.recommend(user_id, DIGEST_LIMIT, strategy) for user_id in event.user_ids
         ]
-        await _with_current_titles(store, recommendations)
         for recommendation in recommendations:
             await publish_recommendations(broker, recommendation, store.titles, "digest")
         logger.info("digest picks published for %s users", len(event.user_ids))
-
-
-async def _with_current_titles(store: MatrixStore, recommendations: list[Recommendation]) -> None:
-    """Titles are polled every RECOM_TITLES_INTERVAL; a film that entered the catalogue since
-    would reach the e-mail as "Untitled film". An e-mail cannot be corrected once sent, so a
-    digest with an untitled pick reads the new titles first (one small query)."""
-    titles = store.titles
-    if all(titles.get(pick.movie_id) is not None for r in recommendations for pick in r.picks):
-        return
-    try:
-        await store.refresh_titles()
-    except Exception as exc:  # the database may be down: the picks still go out
-        logger.warning("film titles not refreshed for a digest: %r", exc)

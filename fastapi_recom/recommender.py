@@ -420,9 +420,10 @@ class RatingMatrix:
         self._popular_cache: tuple[int, float, IntArray, FloatArray] | None = None
         # Films' ids as UUID objects, made once each: picks name the same films again and again.
         self._movie_uuids: dict[int, uuid.UUID] = {}
-        # Films the catalogue withdrew (`set_withdrawn`): their ratings count, they are not picked.
-        self._withdrawn_ids: set[uuid.UUID] = set()
-        self.withdrawn: npt.NDArray[np.bool_] = np.zeros(n_movies, dtype=bool)
+        # Films never picked nor listed as similar (`TitleCache.hides`); their ratings count.
+        self.catalogue = TitleCache()
+        self._catalogue_lists = False
+        self.hidden: npt.NDArray[np.bool_] = np.zeros(n_movies, dtype=bool)
 
     @classmethod
     def from_triples(cls, triples: Iterable[tuple[uuid.UUID, uuid.UUID, int]]) -> RatingMatrix:
@@ -510,21 +511,28 @@ class RatingMatrix:
             self.movie_count = self._grow(self.movie_count, col + 1)
             self.movie_sum = self._grow(self.movie_sum, col + 1)
             self.movie_sq = self._grow(self.movie_sq, col + 1)
-            self.withdrawn = self._grow(self.withdrawn, col + 1)
-            self.withdrawn[col] = movie_id in self._withdrawn_ids
+            self.hidden = self._grow(self.hidden, col + 1)
+            self.hidden[col] = self.catalogue.hides(movie_id)
         return col
 
-    def set_withdrawn(self, movie_ids: Iterable[uuid.UUID], withdrawn: bool) -> None:
-        """Films the catalogue withdrew (or has again): never picked, nor listed as similar, while
-        withdrawn; their ratings still make viewers similar. Known before their first rating too."""
+    def use_catalogue(self, catalogue: TitleCache) -> None:
+        """Hide what `catalogue` hides, now and as it changes (`catalogue_changed`): the matrix
+        keeps a reference, so a film rated for the first time later is judged by it too."""
+        self.catalogue = catalogue
+        self._catalogue_lists = bool(catalogue.titles)
+        ids = self.movie_ids
+        self.hidden[: self.n_movies] = [catalogue.hides(ids[col]) for col in range(self.n_movies)]
+
+    def catalogue_changed(self, movie_ids: Iterable[uuid.UUID]) -> None:
+        """The catalogue listed, withdrew or returned `movie_ids`. Its first film hides every
+        film it does not list, so that one changes them all."""
+        if bool(self.catalogue.titles) != self._catalogue_lists:
+            self.use_catalogue(self.catalogue)
+            return
         for movie_id in movie_ids:
-            if withdrawn:
-                self._withdrawn_ids.add(movie_id)
-            else:
-                self._withdrawn_ids.discard(movie_id)
             col = self.movie_index.get(movie_id)
             if col is not None:
-                self.withdrawn[col] = withdrawn
+                self.hidden[col] = self.catalogue.hides(movie_id)
 
     def value(self, row: int, col: int) -> int:
         """The live score (0 = none) of one viewer for one film."""
@@ -717,7 +725,7 @@ class RatingMatrix:
         """Top `limit` films for one viewer, never one they rated or asked to exclude."""
         row = self.user_index.get(user_id)
         n_movies = self.n_movies
-        banned = self.withdrawn[:n_movies].copy()
+        banned = self.hidden[:n_movies].copy()
         for movie_id in exclude:
             col = self.movie_index.get(movie_id)
             if col is not None:
@@ -826,8 +834,7 @@ class RatingMatrix:
 
     def general(self, limit: int, strategy: Strategy) -> list[Pick]:
         """Popular, well-rated films for anyone."""
-        withdrawn = self.withdrawn[: self.n_movies] if self._withdrawn_ids else None
-        return self._popular_picks(limit, strategy, withdrawn)
+        return self._popular_picks(limit, strategy, self.hidden[: self.n_movies])
 
     def similar_movies(
         self, movie_id: uuid.UUID, limit: int, strategy: Strategy
@@ -853,7 +860,7 @@ class RatingMatrix:
             norms = np.sqrt(self.movie_sq[:n_movies])
             own_norm = math.sqrt(float(np.sum(scores.astype(np.float64) ** 2)))
         dots[col] = 0.0
-        candidates = np.flatnonzero((dots > 0) & ~self.withdrawn[:n_movies])
+        candidates = np.flatnonzero((dots > 0) & ~self.hidden[:n_movies])
         sims = dots[candidates] / (norms[candidates] * own_norm)
         order = _top(candidates, sims, limit, self.movie_ids)
         return [
@@ -923,3 +930,12 @@ class TitleCache:
 
     def get(self, movie_id: uuid.UUID) -> str | None:
         return self.titles.get(movie_id)
+
+    def hides(self, movie_id: uuid.UUID) -> bool:
+        """Films not to recommend: the withdrawn ones, and, once the catalogue lists any film,
+        the films it does not list (a mistyped or invented id, or one the ETL has not reached
+        yet), which would otherwise reach a viewer untitled. Without a catalogue (no ETL
+        configured) every rated film may be picked, untitled."""
+        if movie_id in self.withdrawn:
+            return True
+        return bool(self.titles) and movie_id not in self.titles

@@ -214,7 +214,7 @@ class MatrixStore:
     async def _load(self) -> None:
         started = time.perf_counter()
         matrix, watermark = await load_matrix(self.engine, self.margin)
-        matrix.set_withdrawn(self.titles.withdrawn, True)  # known from an earlier load
+        matrix.use_catalogue(self.titles)  # as known from an earlier load
         self.matrix, self._watermark = matrix, watermark
         await self.refresh_titles()
         self.load_seconds = time.perf_counter() - started
@@ -295,8 +295,7 @@ class MatrixStore:
         withdrawn.difference_update(back)
         withdrawn.update(gone)
         if self.matrix is not None:
-            self.matrix.set_withdrawn(back, False)
-            self.matrix.set_withdrawn(gone, True)
+            self.matrix.catalogue_changed([*(movie_id for movie_id, _ in records), *gone])
         self._titles_watermark = horizon
 
     async def _maybe_merge(self) -> None:

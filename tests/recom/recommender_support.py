@@ -30,12 +30,18 @@ async def connect() -> AsyncIterator[asyncpg.Connection]:
         await conn.close()
 
 
-async def put_ratings(ratings: Iterable[Rating], *, conn: asyncpg.Connection | None = None) -> None:
+async def put_ratings(
+    ratings: Iterable[Rating], *, conn: asyncpg.Connection | None = None, listed: bool = True
+) -> None:
     """Upsert as the ratings consumer does: the newest state, `updated_at` stamped by the server.
-    On `conn` when given (inside the caller's transaction), else on a connection of its own."""
+    On `conn` when given (inside the caller's transaction), else on a connection of its own.
+
+    Once the catalogue lists any film, recom picks only films it lists, so the rated films are
+    listed too (titled `listed_title`) unless `listed` is false."""
+    ratings = list(ratings)
     if conn is None:
         async with connect() as own:
-            await put_ratings(ratings, conn=own)
+            await put_ratings(ratings, conn=own, listed=listed)
         return
     await conn.executemany(
         """
@@ -47,6 +53,15 @@ async def put_ratings(ratings: Iterable[Rating], *, conn: asyncpg.Connection | N
         """,
         [(u, m, s, datetime.now(UTC)) for u, m, s in ratings],
     )
+    if listed:
+        await conn.executemany(
+            "INSERT INTO movie (movie_id, title) VALUES ($1, $2) ON CONFLICT (movie_id) DO NOTHING",
+            [(m, listed_title(m)) for m in dict.fromkeys(m for _, m, _ in ratings)],
+        )
+
+
+def listed_title(movie_id: uuid.UUID) -> str:
+    return f"Film {movie_id.hex[:8]}"
 
 
 async def delete_rating(user_id: uuid.UUID, movie_id: uuid.UUID) -> None:

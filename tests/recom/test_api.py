@@ -11,6 +11,7 @@ from tests.recom.recommender_support import (
     generated_events,
     hand_made_set,
     is_ready,
+    listed_title,
     put_ratings,
     put_titles,
     recom_client,
@@ -61,7 +62,7 @@ async def test_user_recommendations_rank_neighbour_picks_with_reasons() -> None:
         },
         {
             "movie_id": str(movies["m6"]),
-            "title": None,
+            "title": listed_title(movies["m6"]),
             "score": round(D_SIM, 4),
             "reason": "1 viewer with similar taste rated it, average 4.0/10",
             "source": "neighbours",
@@ -177,7 +178,7 @@ async def test_general_validates_limit() -> None:
 
 async def test_user_ratings_lists_what_recom_holds_paged() -> None:
     users, movies, ratings = hand_made_set()
-    await put_ratings(ratings)
+    await put_ratings(ratings, listed=False)  # ratings of films the catalogue lacks count too
     await put_titles({movies["m1"]: "Film One"})
     async with recom_client() as client:
         first = await client.get(

@@ -68,8 +68,10 @@ async def test_a_digest_names_a_film_that_entered_the_catalogue_since_the_last_t
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     users, movies, ratings = hand_made_set()
-    await put_ratings(ratings)
-    # Titles are polled once, at start, and not again during the test.
+    await put_ratings(ratings, listed=False)
+    await put_titles({movies["m4"]: "Four", movies["m6"]: "Six"})
+    # Titles are polled once, at start, and not again during the test: until the digest reads
+    # the catalogue afresh, m5 is not in it, so not picked.
     monkeypatch.setenv("RECOM_TITLES_INTERVAL", "3600")
     get_settings.cache_clear()
     try:
@@ -91,6 +93,11 @@ async def test_a_digest_names_a_film_that_entered_the_catalogue_since_the_last_t
     (digest,) = [e for e in events if e["trigger"] == "digest"]
     titles = {item["movie_id"]: item["title"] for item in digest["items"]}
     assert titles[str(movies["m5"])] == "Arrived Just Now"
+    assert [item["movie_id"] for item in digest["items"]][:3] == [
+        str(movies["m5"]),
+        str(movies["m4"]),
+        str(movies["m6"]),
+    ]
 
 
 async def test_malformed_digest_request_goes_to_the_dead_letter_queue() -> None:

@@ -77,7 +77,7 @@ async def test_title_and_withdrawal_committed_long_after_they_were_stamped_still
     """An ETL batch is one transaction; on a slow day it outlasts the margin, and its rows
     commit stamped seconds before: the titles poll must not have moved past them."""
     users, movies, ratings = hand_made_set()
-    await put_ratings(ratings)
+    await put_ratings(ratings, listed=False)
     await put_titles({movies["m4"]: "Stalker"})
     token = make_token(users["A"])
     wait = get_settings().recom_refresh_margin + get_settings().recom_titles_interval + 1.5
@@ -99,7 +99,10 @@ async def test_title_and_withdrawal_committed_long_after_they_were_stamped_still
             )
             await etl_writer.execute(etl.WITHDRAW_MOVIES, [movies["m4"]])
             await asyncio.sleep(wait)  # polls go on, none of them sees these rows yet
-            assert (await titles())[str(movies["m5"])] is None
+            held = await titles()
+            # m5 is still unknown to the catalogue, so not picked, and m4 not yet withdrawn.
+            assert str(movies["m5"]) not in held
+            assert held[str(movies["m4"])] == "Stalker"
 
         async def arrived() -> bool:
             now = await titles()

@@ -13,6 +13,7 @@ from fastapi_recom.recommender import (
     STRATEGY_POPULAR,
     RatingMatrix,
     Strategy,
+    TitleCache,
     column_dtype,
 )
 
@@ -469,7 +470,10 @@ def test_withdrawn_films_are_never_picked_but_their_ratings_still_count() -> Non
     strategy = Strategy(neighbours=2, min_ratings=1, popular_min_ratings=1)
     assert M4 in [p.movie_id for p in m.recommend(A, 3, strategy).picks]
     late = uuid.UUID(int=999)  # withdrawn before anyone rated it
-    m.set_withdrawn([M4, late], True)
+    catalogue = TitleCache()  # lists no film: only the withdrawal hides one
+    m.use_catalogue(catalogue)
+    catalogue.withdrawn.update([M4, late])
+    m.catalogue_changed([M4, late])
 
     picks = [p.movie_id for p in m.recommend(A, 3, strategy).picks]
     assert M4 not in picks
@@ -482,6 +486,39 @@ def test_withdrawn_films_are_never_picked_but_their_ratings_still_count() -> Non
     m.apply(C, late, 8)
     assert late not in [p.movie_id for p in m.general(10, strategy)]
 
-    m.set_withdrawn([M4, late], False)
+    catalogue.withdrawn.clear()
+    m.catalogue_changed([M4, late])
     assert M4 in [p.movie_id for p in m.recommend(A, 3, strategy).picks]
     assert late in [p.movie_id for p in m.general(10, strategy)]
+
+
+def test_once_the_catalogue_lists_films_those_it_does_not_list_are_never_picked() -> None:
+    m = RatingMatrix.from_triples(RATINGS)
+    strategy = Strategy(neighbours=3, min_ratings=1, popular_min_ratings=1)
+    catalogue = TitleCache()
+    m.use_catalogue(catalogue)
+    # No catalogue yet (no ETL): every rated film may be picked, untitled.
+    assert [p.movie_id for p in m.recommend(A, 3, strategy).picks] == [M5, M4, M6]
+
+    catalogue.titles[M6] = "Listed"
+    m.catalogue_changed([M6])
+    # m5 and m4 are unknown to it: A gets m6, then the popular top-up finds nothing listed.
+    assert [p.movie_id for p in m.recommend(A, 3, strategy).picks] == [M6]
+    assert [p.movie_id for p in m.general(10, strategy)] == [M6]
+    assert [s.movie_id for s in m.similar_movies(M2, 10, strategy) or []] == [M6]
+    # Their ratings still count: D stays A's second neighbour through m2 and m3.
+    rows, _ = m.neighbours(row_of(m, A), strategy)
+    assert [m.user_ids[int(r)] for r in rows] == [B, D, C]
+    # A film rated for the first time is judged by the catalogue as it is then.
+    invented, listed_late = uuid.UUID(int=998), uuid.UUID(int=997)
+    m.apply(B, invented, 9)
+    assert invented not in [p.movie_id for p in m.recommend(A, 5, strategy).picks]
+    catalogue.titles[listed_late] = "Arrived"
+    m.catalogue_changed([listed_late])
+    m.apply(B, listed_late, 9)
+    assert listed_late in [p.movie_id for p in m.recommend(A, 5, strategy).picks]
+
+    catalogue.titles.update({M4: "Four", M5: "Five"})
+    m.catalogue_changed([M4, M5])
+    # B (now 6 films) ties m4 and the late film; the smaller id goes first.
+    assert [p.movie_id for p in m.recommend(A, 3, strategy).picks] == [M5, M4, listed_late]
