@@ -288,14 +288,15 @@ class MatrixStore:
             async with driver.transaction(isolation="repeatable_read", readonly=True):
                 records = await driver.fetch(_TITLES_QUERY, since)
                 gone = [r[0] for r in await driver.fetch(_WITHDRAWN_QUERY, since)]
-        withdrawn = self.titles.withdrawn
-        back = [movie_id for movie_id, _ in records if movie_id in withdrawn]
+        titles, withdrawn = self.titles.titles, self.titles.withdrawn
+        # Only these can change what the matrix hides; an edited title changes nothing there.
+        changed = [m for m, _ in records if m not in titles or m in withdrawn]
         for movie_id, title in records:
-            self.titles.titles[movie_id] = title
-        withdrawn.difference_update(back)
+            titles[movie_id] = title
+        withdrawn.difference_update(m for m, _ in records)
         withdrawn.update(gone)
         if self.matrix is not None:
-            self.matrix.catalogue_changed([*(movie_id for movie_id, _ in records), *gone])
+            self.matrix.catalogue_changed([*changed, *gone])
         self._titles_watermark = horizon
 
     async def _maybe_merge(self) -> None:
