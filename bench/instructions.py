@@ -11,7 +11,8 @@ difference over the number of viewers is the figure. It counts what the process 
 C loops included, not cache misses or stalls: a change that saves instructions but touches more
 memory can still be slower, so it complements the timed benches rather than replacing them.
 The set is read and saved as arrays first; the runs build the matrix from them as a worker does
-from its COPY. Needs valgrind (Debian's package).
+from its COPY. `--profile FILE` keeps the full run's callgrind file, for `callgrind_annotate
+FILE` (instructions by function). Needs valgrind (Debian's package).
 """
 
 from __future__ import annotations
@@ -122,6 +123,9 @@ def main() -> None:
     parser.add_argument("--dataset", choices=["ml100k", "synthetic"], default="ml100k")
     parser.add_argument("--ratings", type=int, default=1_000_000, help="synthetic set's size")
     parser.add_argument("--viewers", type=int, default=500, help="synthetic viewers to sample")
+    parser.add_argument(
+        "--profile", type=Path, help="keep the full run's callgrind file here (callgrind_annotate)"
+    )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--strategy", type=json.loads, help=argparse.SUPPRESS)
@@ -147,6 +151,8 @@ def main() -> None:
         np.savez(data, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
         base = instructions(data, 0, strategy)
         total = instructions(data, viewers, strategy)
+        if args.profile:
+            shutil.copyfile(data.with_name(f"callgrind.{viewers}.out"), args.profile)
     print(
         f"{args.dataset}: {(total - base) / viewers / 1e6:.3f} M instructions per "
         f"recommendation over {viewers} viewers (the run: {total / 1e9:.2f} G, of which "

@@ -422,6 +422,7 @@ class RatingMatrix:
         self._movie_uuids: dict[int, uuid.UUID] = {}
         # Films never picked nor listed as similar (`TitleCache.hides`); their ratings count.
         self.catalogue = TitleCache()
+        # Whether the catalogue listed any film when `hidden` was last computed in full.
         self._catalogue_lists = False
         self.hidden: npt.NDArray[np.bool_] = np.zeros(n_movies, dtype=bool)
 
