@@ -74,15 +74,21 @@ def free_port() -> int:
 
 
 async def wait_for(
-    condition: Callable[[], Awaitable[bool]], *, timeout: float = 10.0, interval: float = 0.05
+    condition: Callable[[], Awaitable[bool]],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    state: Callable[[], Awaitable[object]] | None = None,
 ) -> None:
-    """Poll until `condition()` is true; fail the test with a clear message otherwise."""
+    """Poll until `condition()` is true; fail the test with a clear message otherwise, with
+    what `state()` shows then (a rare failure in CI should say where things stood)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if await condition():
             return
         await asyncio.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
+    shown = f"; state: {await state()!r}" if state is not None else ""
+    raise AssertionError(f"condition not met within {timeout} s{shown}")
 
 
 class ServiceProcess:

@@ -45,7 +45,7 @@ async def test_confirmation_email_carries_link_when_user_registers(
     event = registration()
     await publish(broker, event)
 
-    await wait_for(lambda: _status(service, event.user_id, DeliveryStatus.SENT))
+    await _wait_status(service, event.user_id, DeliveryStatus.SENT)
     [message] = smtp_sink.to(event.email)
     assert message["Subject"] == "Confirm your e-mail address"
     assert message["To"] == event.email
@@ -184,7 +184,7 @@ async def test_email_retried_through_smtp_outage_then_delivered(
 
         await proxy.restore()
         await wait_for(lambda: _arrived(smtp_sink, event.email))
-        await wait_for(lambda: _status(service, event.user_id, DeliveryStatus.SENT))
+        await _wait_status(service, event.user_id, DeliveryStatus.SENT)
         assert len(smtp_sink.to(event.email)) == 1
 
 
@@ -216,7 +216,7 @@ async def test_temporary_smtp_reply_retried_then_delivered(
     smtp_sink.script[event.email] = ["451 4.3.0 Try again later", "421 4.7.0 Busy"]
     await publish(broker, event)
 
-    await wait_for(lambda: _status(service, event.user_id, DeliveryStatus.SENT))
+    await _wait_status(service, event.user_id, DeliveryStatus.SENT)
     [row] = await deliveries(service.sessionmaker, event.user_id)
     assert row.attempts == 3
     assert smtp_sink.attempts[event.email] == 3
@@ -230,7 +230,7 @@ async def test_permanent_smtp_failure_not_retried(
     smtp_sink.script[event.email] = ["550 5.1.1 No such user", "550 5.1.1 No such user"]
     await publish(broker, event)
 
-    await wait_for(lambda: _status(service, event.user_id, DeliveryStatus.FAILED))
+    await _wait_status(service, event.user_id, DeliveryStatus.FAILED)
     # Later e-mails go through while the failed one stays failed, tried once.
     marker = registration()
     await publish(broker, marker)
@@ -245,9 +245,21 @@ async def _arrived(sink: SmtpSink, address: str) -> bool:
     return bool(sink.to(address))
 
 
-async def _status(service: Service, user_id: uuid.UUID, status: DeliveryStatus) -> bool:
-    rows = await deliveries(service.sessionmaker, user_id)
-    return bool(rows) and all(row.status == status for row in rows)
+async def _wait_status(service: Service, user_id: uuid.UUID, status: DeliveryStatus) -> None:
+    """Until every e-mail of the viewer has `status`; on a timeout the message shows each
+    one's state, or that none was recorded (the event never reached the consumer)."""
+
+    async def reached() -> bool:
+        rows = await deliveries(service.sessionmaker, user_id)
+        return bool(rows) and all(row.status == status for row in rows)
+
+    async def state() -> list[tuple[object, ...]]:
+        return [
+            (row.kind, row.status, row.attempts, row.last_error, row.claimed_until)
+            for row in await deliveries(service.sessionmaker, user_id)
+        ]
+
+    await wait_for(reached, state=state)
 
 
 async def test_event_held_through_database_outage_then_mailed(
