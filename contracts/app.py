@@ -7,7 +7,7 @@ import gc
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -16,9 +16,11 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.telemetry import TelemetryConfig
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts.errors import install_error_handlers
+from contracts.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +33,13 @@ class Degraded(str):
 
 # Readiness answers within this time even when a dependency hangs.
 CHECK_TIMEOUT = 1.5
+
+# What a page of the cinema's front end (an origin of ALLOWED_ORIGINS) may send and read across
+# origins. Tokens travel in the Authorization header, never in cookies, so no credentials mode.
+CORS_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+CORS_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id")
+CORS_EXPOSED = ("Retry-After", "X-Request-Id")
+CORS_MAX_AGE = 600
 
 REQUEST_LATENCY = Histogram(
     "http_request_duration_seconds",
@@ -145,8 +154,10 @@ def create_app(
     description: str = "",
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[Any]] | None = None,
     checks: Mapping[str, ReadinessCheck] | None = None,
+    origins: Sequence[str] | None = None,
 ) -> FastAPI:
-    """A FastAPI app whose docs, OpenAPI, probes and metrics live under its gateway prefix."""
+    """A FastAPI app whose docs, OpenAPI, probes and metrics live under its gateway prefix,
+    callable from pages of `origins` (default: ALLOWED_ORIGINS) in other origins (CORS)."""
     app = FastAPI(
         title=title,
         telemetry=_telemetry(),
@@ -160,6 +171,17 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, service=prefix)
+    allowed = ServiceSettings().origins if origins is None else list(origins)
+    if allowed:
+        # Outermost of ours, so a preflight is answered before anything else runs.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=allowed,
+            allow_methods=CORS_METHODS,
+            allow_headers=CORS_HEADERS,
+            expose_headers=CORS_EXPOSED,
+            max_age=CORS_MAX_AGE,
+        )
     app.include_router(probes_router(prefix, checks or {}))
     _document_error_shape(app)
     return app

@@ -41,7 +41,8 @@ class ServiceSettings(BaseSettings):
 
     jwt_public_key: SecretStr = SecretStr("")
     jwt_audience: str = "fastapi-users:auth"
-    # Browsers may open the chat socket from these origins.
+    # The cinema's front-end origins: their pages may call the REST API (CORS) and open the
+    # chat socket; comma-separated, each scheme://host[:port].
     allowed_origins: str = "http://localhost:8000,http://127.0.0.1:8000"
 
     @property

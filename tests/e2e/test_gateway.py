@@ -30,3 +30,24 @@ async def test_request_id_passed_through_or_generated(suite: Suite) -> None:
         assert echoed.headers["X-Request-Id"] == given
         generated = await client.get("/auth/health")
         assert len(generated.headers["X-Request-Id"]) == 32
+
+
+async def test_cross_origin_preflight_passes_the_gateway_for_allowed_origins_only(
+    suite: Suite,
+) -> None:
+    """The suite's ALLOWED_ORIGINS holds the gateway's own origin; nginx must pass OPTIONS on."""
+    ask = {
+        "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "authorization",
+    }
+    async with suite.client() as client:
+        ours = await client.options(
+            f"/recom/v1/user/{uuid.uuid4()}", headers={"Origin": suite.gateway, **ask}
+        )
+        theirs = await client.options(
+            "/ugc/v1/ratings", headers={"Origin": "https://evil.example", **ask}
+        )
+    assert ours.status_code == 200, ours.text
+    assert ours.headers["access-control-allow-origin"] == suite.gateway
+    assert theirs.status_code == 400
+    assert "access-control-allow-origin" not in theirs.headers
