@@ -31,6 +31,9 @@ class UserRegistered(Event):
     email: EmailStr
     full_name: str = ""
     confirm_url: str
+    # Set when an account moved from this confirmed address to `email`: notifications tells
+    # it, so a takeover does not go unnoticed by the owner.
+    previous_email: EmailStr | None = None
 
 
 class UserVerified(Event):

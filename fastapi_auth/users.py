@@ -169,7 +169,7 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
         return user
 
     async def _registered_event(
-        self, user_id: uuid.UUID, email: str, full_name: str
+        self, user_id: uuid.UUID, email: str, full_name: str, previous_email: str | None = None
     ) -> UserRegistered:
         # The code goes to Redis first: if the user then fails to commit, it leads nowhere.
         code = await issue_confirm_code(
@@ -180,6 +180,7 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
             email=email,
             full_name=full_name,
             confirm_url=self.context.confirm_url(code),
+            previous_email=previous_email,
         )
 
     async def authenticate(self, credentials: OAuth2PasswordRequestForm) -> User | None:
@@ -246,7 +247,8 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
         self, user: User, email: str, update: dict[str, Any]
     ) -> list[Event]:
         """fastapi-users takes a new address unconfirmed: send it a short link of its own, in
-        the change's transaction (the old address's links confirm nothing any more).
+        the change's transaction (the old address's links confirm nothing any more). A
+        confirmed old address is named in the event, to be told of the change.
 
         The address is checked before, as fastapi-users checks it after: a refused change must
         not spend the link cooldown that the corrected one needs.
@@ -260,7 +262,12 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
         if update.get("is_verified") or not await self._mail_allowed("confirm", user.id):
             return []
         return [
-            await self._registered_event(user.id, email, update.get("full_name", user.full_name))
+            await self._registered_event(
+                user.id,
+                email,
+                update.get("full_name", user.full_name),
+                previous_email=user.email if user.is_verified else None,
+            )
         ]
 
     async def _note_confirmation(self, user_id: uuid.UUID, confirmed: bool) -> None:

@@ -62,6 +62,24 @@ def account_email(kind: DeliveryKind, *, name: str, url: str, public_base_url: s
     )
 
 
+def masked(address: str) -> str:
+    """Enough of an address for its owner to recognise it, not enough to write to it:
+    `a***@example.com`."""
+    local, _, domain = address.partition("@")
+    return f"{local[:1]}***@{domain}"
+
+
+def address_changed_email(*, name: str, new_address: str, public_base_url: str) -> Composed:
+    """The notice to the address an account moved away from."""
+    return _compose(
+        DeliveryKind.EMAIL_CHANGED.value,
+        "Your Cinema e-mail address was changed",
+        name=name or "there",
+        new_address=masked(new_address),
+        public_base_url=public_base_url,
+    )
+
+
 def recommendations_email(
     *,
     name: str,

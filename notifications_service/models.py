@@ -34,6 +34,8 @@ class DeliveryKind(StrEnum):
     PASSWORD_RESET = "password_reset"
     RECOMMENDATIONS = "recommendations"
     DIGEST = "digest"
+    # The notice to a confirmed address that the account moved to another one.
+    EMAIL_CHANGED = "email_changed"
 
 
 class DeliveryStatus(StrEnum):

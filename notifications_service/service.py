@@ -24,6 +24,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.events import (
+    Event,
     PasswordResetRequested,
     RecommendationsGenerated,
     UserRegistered,
@@ -31,7 +32,12 @@ from contracts.events import (
     utcnow,
 )
 from notifications_service.config import Settings
-from notifications_service.emails import Composed, account_email, recommendations_email
+from notifications_service.emails import (
+    Composed,
+    account_email,
+    address_changed_email,
+    recommendations_email,
+)
 from notifications_service.models import (
     Delivery,
     DeliveryKind,
@@ -142,16 +148,16 @@ async def history(
 async def _queue_email(
     session: AsyncSession,
     *,
-    dedup_key: str,
     kind: DeliveryKind,
-    event_id: uuid.UUID,
+    event: Event,
     user_id: uuid.UUID,
     to_address: str,
     composed: Composed | None,
     unsubscribe: str | None = None,
     skipped_because: str | None = None,
 ) -> bool:
-    """Insert the e-mail unless its key exists: the idempotency record of the event.
+    """Insert the e-mail unless its key (kind and event) exists: the idempotency record of the
+    event.
 
     With `skipped_because` the row records a decision not to send, so that a redelivery
     of the event is a no-op too.
@@ -159,10 +165,10 @@ async def _queue_email(
     stmt = (
         insert(Delivery)
         .values(
-            dedup_key=dedup_key,
+            dedup_key=event_key(kind, event.event_id),
             kind=kind,
             status=DeliveryStatus.SKIPPED if skipped_because else DeliveryStatus.PENDING,
-            event_id=event_id,
+            event_id=event.event_id,
             user_id=user_id,
             to_address=to_address,
             subject=composed.subject if composed else None,
@@ -189,9 +195,8 @@ async def _record_account_email(
     """Confirmation and reset e-mails go out whatever the viewer's digest preference."""
     queued = await _queue_email(
         session,
-        dedup_key=event_key(kind, event.event_id),
         kind=kind,
-        event_id=event.event_id,
+        event=event,
         user_id=event.user_id,
         to_address=event.email,
         composed=account_email(kind, name=name, url=url, public_base_url=settings.public_base_url),
@@ -206,6 +211,20 @@ async def record_registration(
     await upsert_recipient(
         session, user_id=event.user_id, email=event.email, full_name=event.full_name
     )
+    if event.previous_email is not None:
+        # Committed with the confirmation below, and as idempotent (keyed on the event).
+        await _queue_email(
+            session,
+            kind=DeliveryKind.EMAIL_CHANGED,
+            event=event,
+            user_id=event.user_id,
+            to_address=event.previous_email,
+            composed=address_changed_email(
+                name=event.full_name,
+                new_address=event.email,
+                public_base_url=settings.public_base_url,
+            ),
+        )
     return await _record_account_email(
         session,
         settings,
@@ -278,9 +297,8 @@ async def record_recommendations(
     composed, link = _recommendations(recipient, event, settings)
     queued = await _queue_email(
         session,
-        dedup_key=event_key(DeliveryKind.RECOMMENDATIONS, event.event_id),
         kind=DeliveryKind.RECOMMENDATIONS,
-        event_id=event.event_id,
+        event=event,
         user_id=recipient.user_id,
         to_address=recipient.email,
         composed=composed,

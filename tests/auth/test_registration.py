@@ -197,14 +197,15 @@ async def test_register_invalid_email_answers_validation_error(client: AsyncClie
 async def test_short_link_after_email_change_confirms_nothing(
     client: AsyncClient, events: EventTap
 ) -> None:
-    email = new_email()
+    email, moved = new_email(), new_email()
     user = await register(client, email)
     code = await events.confirm_code(user["id"])
     token = await login(client, email)
-    changed = await client.patch(
-        "/auth/v1/users/me", json={"email": new_email()}, headers=bearer(token)
-    )
+    changed = await client.patch("/auth/v1/users/me", json={"email": moved}, headers=bearer(token))
     assert changed.status_code == 200
+    # The old address was never confirmed, so it is not told (it may be a stranger's).
+    link = await events.wait_for("auth.user.registered", user_id=user["id"], email=moved)
+    assert link["previous_email"] is None
 
     response = await client.get(f"/auth/v1/s/{code}")
 
@@ -234,6 +235,7 @@ async def test_new_address_gets_a_short_link_of_its_own_that_confirms_it(
 
     link = await events.wait_for("auth.user.registered", user_id=user["id"], email=moved)
     assert link["full_name"] == "Ann Viewer"
+    assert link["previous_email"] == email  # confirmed, so notifications tells it
     assert events.matching("auth.user.registered", user_id=user["id"], email=taken) == []
     assert (await client.get(f"/auth/v1/s/{code_of(link['confirm_url'])}")).status_code == 303
     verified = await events.wait_for("auth.user.verified", user_id=user["id"], email=moved)

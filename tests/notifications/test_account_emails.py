@@ -71,9 +71,7 @@ async def test_confirmation_email_carries_link_when_user_registers(
 async def test_new_address_gets_the_link_and_digests_move_only_once_it_is_confirmed(
     service: Service, broker: RabbitBroker, smtp_sink: SmtpSink
 ) -> None:
-    async with service.sessionmaker() as session:
-        viewer = await create_recipient(session)
-    old, new = viewer.email, f"moved-{viewer.user_id.hex[:12]}@example.com"
+    viewer, old, new = await _moving_viewer(service)
 
     # The change's short link (auth sends `auth.user.registered` for the new address).
     await publish(broker, registration(user_id=viewer.user_id, email=new))
@@ -87,6 +85,42 @@ async def test_new_address_gets_the_link_and_digests_move_only_once_it_is_confir
         return await _address(service, viewer.user_id) == (new, True)
 
     await wait_for(moved)
+
+
+async def test_the_previous_address_is_told_of_the_change_once(
+    service: Service, broker: RabbitBroker, smtp_sink: SmtpSink
+) -> None:
+    viewer, old, new = await _moving_viewer(service)
+    event = registration(user_id=viewer.user_id, email=new, previous_email=old)
+
+    # Twice: a redelivery must not tell the owner twice.
+    await publish(broker, event, event)
+    await _wait_status(service, viewer.user_id, DeliveryStatus.SENT)
+    marker = registration()
+    await publish(broker, marker)
+    await wait_for(lambda: _arrived(smtp_sink, marker.email))
+
+    [notice] = smtp_sink.to(old)
+    [link] = smtp_sink.to(new)
+    assert notice["Subject"] == "Your Cinema e-mail address was changed"
+    assert link["Subject"] == "Confirm your e-mail address"
+    text, html = body(notice, "plain"), body(notice, "html")
+    masked_new = "m***@example.com"
+    assert masked_new in text
+    assert masked_new in html
+    # The old address learns where the account went, but not enough to write to it.
+    assert new not in text
+    assert new not in html
+    assert event.confirm_url not in text
+    kinds = sorted(d.kind for d in await deliveries(service.sessionmaker, viewer.user_id))
+    assert kinds == ["confirmation", "email_changed"]
+
+
+async def _moving_viewer(service: Service) -> tuple[Recipient, str, str]:
+    """A confirmed recipient, their address and the one they move to."""
+    async with service.sessionmaker() as session:
+        viewer = await create_recipient(session)
+    return viewer, viewer.email, f"moved-{viewer.user_id.hex[:12]}@example.com"
 
 
 async def _address(service: Service, user_id: uuid.UUID) -> tuple[str, bool]:
