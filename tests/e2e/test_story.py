@@ -208,4 +208,4 @@ async def fresh_picks(
         if not ids & set(rated) and all(t.startswith("Story Film") for t in titles):
             return body
         await asyncio.sleep(0.5)
-    raise AssertionError("picks never reflected the ratings")
+    raise AssertionError(f"picks never reflected the ratings and the catalogue: {body}")
