@@ -144,7 +144,10 @@ async def get_general(loaded: LoadedDep, limit: Limit = 10) -> Response:
     response_model=SimilarMoviesRead,
     summary="Films liked by the same viewers (item-item cosine)",
     responses={
-        404: {"description": "MOVIE_NOT_FOUND: neither rated nor in the catalogue"},
+        404: {
+            "description": "MOVIE_NOT_FOUND: neither rated nor in the catalogue, withdrawn, "
+            "or not listed by a catalogue that lists films"
+        },
         **LOADING,
     },
 )
@@ -153,6 +156,9 @@ async def get_similar_movies(
     loaded: LoadedDep,
     limit: Limit = 10,
 ) -> Response:
+    if loaded.titles.hides(movie_id):
+        # Withdrawn, or unknown to a catalogue that lists films: as absent as it is from picks.
+        raise MovieNotFound
     similar = loaded.matrix.similar_movies(movie_id, limit, loaded.strategy)
     if similar is None:
         # A catalogue film no one has rated yet has no similar films, but it exists.

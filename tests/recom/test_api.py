@@ -202,12 +202,16 @@ async def test_user_ratings_lists_what_recom_holds_paged() -> None:
 
 
 async def test_similar_movies_ranked_by_column_cosine_and_404_when_unknown() -> None:
-    _, movies, ratings = hand_made_set()
+    users, movies, ratings = hand_made_set()
     await put_ratings(ratings)
     await put_titles({movies["m2"]: "Film Two"})
+    # Rated, but not in the catalogue, which lists films: not found, as it is never picked.
+    unlisted = uuid.uuid4()
+    await put_ratings([(users["A"], unlisted, 7), (users["B"], unlisted, 9)], listed=False)
     async with recom_client() as client:
         response = await client.get(f"/recom/v1/movies/{movies['m1']}/similar?limit=3")
         unknown = await client.get(f"/recom/v1/movies/{uuid.uuid4()}/similar")
+        hidden = await client.get(f"/recom/v1/movies/{unlisted}/similar")
     assert response.status_code == 200
     body = response.json()
     assert body["movie_id"] == str(movies["m1"])
@@ -222,6 +226,8 @@ async def test_similar_movies_ranked_by_column_cosine_and_404_when_unknown() -> 
     assert similar[2][0] == str(movies["m4"])
     assert unknown.status_code == 404
     assert unknown.json() == {"detail": "MOVIE_NOT_FOUND"}
+    assert hidden.status_code == 404
+    assert hidden.json() == {"detail": "MOVIE_NOT_FOUND"}
 
 
 async def test_request_publishes_recommendations_generated() -> None:
