@@ -64,18 +64,19 @@ def movielens_arrays() -> dict[str, np.ndarray]:
 
 
 def synthetic_arrays(n_ratings: int, viewers: int) -> dict[str, np.ndarray]:
-    from bench.latency import synthetic
+    from bench.latency import synthetic_set
 
-    n_users, n_movies = n_ratings // 100, n_ratings // 500
-    rows, cols, scores = synthetic(n_ratings, n_users, n_movies)
-    rng = np.random.default_rng(11)
+    rows, cols, scores, user_bytes, movie_bytes = synthetic_set(n_ratings)
+    n_users = user_bytes.shape[0]
     return {
-        "user_raw": rng.integers(0, 256, (n_users, 16), dtype=np.uint8).view("S16").ravel(),
-        "movie_raw": rng.integers(0, 256, (n_movies, 16), dtype=np.uint8).view("S16").ravel(),
+        "user_raw": user_bytes.view("S16").ravel(),
+        "movie_raw": movie_bytes.view("S16").ravel(),
         "rows": rows,
         "cols": cols,
         "scores": scores.astype(np.int8),
-        "chosen": rng.choice(n_users, size=min(viewers, n_users), replace=False),
+        "chosen": np.random.default_rng(12).choice(
+            n_users, size=min(viewers, n_users), replace=False
+        ),
     }
 
 

@@ -152,9 +152,10 @@ def synthetic(n_ratings: int, n_users: int, n_movies: int, seed: int = 7) -> tup
     return rows.astype(np.int32), cols.astype(np.int32), scores
 
 
-async def load_synthetic(env: dict[str, str], n_ratings: int) -> list[uuid.UUID]:
+def synthetic_set(n_ratings: int) -> tuple[np.ndarray, ...]:
+    """(b)'s shape at any size: a viewer per 100 ratings, a film per 500, `synthetic`'s
+    ratings, and random version-4 UUIDs for both as rows of 16 bytes."""
     n_users, n_movies = n_ratings // 100, n_ratings // 500
-    started = time.perf_counter()
     rows, cols, scores = synthetic(n_ratings, n_users, n_movies)
     rng = np.random.default_rng(11)
     user_bytes = rng.integers(0, 256, (n_users, 16), dtype=np.uint8)
@@ -162,6 +163,13 @@ async def load_synthetic(env: dict[str, str], n_ratings: int) -> list[uuid.UUID]
     for ids in (user_bytes, movie_bytes):  # version 4, RFC 4122 variant
         ids[:, 6] = (ids[:, 6] & 0x0F) | 0x40
         ids[:, 8] = (ids[:, 8] & 0x3F) | 0x80
+    return rows, cols, scores, user_bytes, movie_bytes
+
+
+async def load_synthetic(env: dict[str, str], n_ratings: int) -> list[uuid.UUID]:
+    started = time.perf_counter()
+    rows, cols, scores, user_bytes, movie_bytes = synthetic_set(n_ratings)
+    n_users, n_movies = user_bytes.shape[0], movie_bytes.shape[0]
     popularity = np.bincount(cols, minlength=n_movies)
     print(
         f"synthetic: {rows.shape[0]:,} ratings, {n_users:,} viewers, {n_movies:,} films; "
