@@ -251,7 +251,9 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
         confirmed old address is named in the event, to be told of the change.
 
         The address is checked before, as fastapi-users checks it after: a refused change must
-        not spend the link cooldown that the corrected one needs.
+        not spend the link cooldown that the corrected one needs. A change away from a confirmed
+        address is sent whatever the cooldown, or its notice would be lost; it cannot be
+        repeated without a confirmation in between, as the new address is unconfirmed.
         """
         try:
             await self.get_by_email(email)
@@ -259,7 +261,10 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
             pass
         else:
             raise exceptions.UserAlreadyExists
-        if update.get("is_verified") or not await self._mail_allowed("confirm", user.id):
+        if update.get("is_verified"):
+            return []
+        allowed = await self._mail_allowed("confirm", user.id)  # spends the cooldown either way
+        if not allowed and not user.is_verified:
             return []
         return [
             await self._registered_event(

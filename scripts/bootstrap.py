@@ -279,6 +279,7 @@ def render_nginx(env: dict[str, str], run_dir: Path = RUN_DIR) -> Path:
     (nginx_dir / "temp").mkdir(parents=True, exist_ok=True)
     values = {
         "GATEWAY_LISTEN": env.get("GATEWAY_PORT", "8000"),
+        "GATEWAY_RESOLVER": "127.0.0.1",  # never asked: the upstreams are addresses
         **{
             f"{name.upper()}_UPSTREAM": f"127.0.0.1:{env.get(f'{name.upper()}_PORT', port)}"
             for name, (_, port) in SERVICES.items()

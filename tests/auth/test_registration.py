@@ -244,6 +244,38 @@ async def test_new_address_gets_a_short_link_of_its_own_that_confirms_it(
     assert (me.json()["email"], me.json()["is_verified"]) == (moved, True)
 
 
+async def test_a_move_away_from_a_confirmed_address_is_told_within_the_link_cooldown(
+    client: AsyncClient, events: EventTap, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    first, second, third, fourth = new_email(), new_email(), new_email(), new_email()
+    user = await register(client, first)
+    assert (
+        await client.get(f"/auth/v1/s/{await events.confirm_code(user['id'])}")
+    ).status_code == 303
+
+    async def move(token: str, email: str) -> None:
+        changed = await client.patch(
+            "/auth/v1/users/me", json={"email": email}, headers=bearer(token)
+        )
+        assert changed.status_code == 200, changed.text
+
+    await move(await login(client, first), second)  # spends the link cooldown
+    link = await events.wait_for("auth.user.registered", user_id=user["id"], email=second)
+    assert (await client.get(f"/auth/v1/s/{code_of(link['confirm_url'])}")).status_code == 303
+    await events.wait_for("auth.user.verified", user_id=user["id"], email=second)
+
+    # Within the cooldown, a move away from the confirmed second address is still sent, so
+    # that address is told; a move away from the unconfirmed third one waits for the cooldown.
+    token = await login(client, second)
+    await move(token, third)
+    await move(token, fourth)
+
+    link = await events.wait_for("auth.user.registered", user_id=user["id"], email=third)
+    assert link["previous_email"] == second
+    registered = "auth.user.registered"
+    assert await outbox_count(sessions, registered, user_id=user["id"], email=fourth) == 0
+
+
 async def test_confirmation_is_noted_for_tokens_issued_before_it_and_undone_by_a_new_address(
     client: AsyncClient, events: EventTap, settings: Settings, redis: Redis
 ) -> None:

@@ -187,16 +187,23 @@ def test_dockerignore_keeps_secrets_and_local_state_out_of_images() -> None:
 def test_gateway_routes_prefix_to_service(package: str) -> None:
     prefix, port = prefix_of(package), port_of(package)
     upstream = f"{prefix.upper()}_UPSTREAM"
-    assert re.search(rf"upstream {prefix} {{ server \${{{upstream}}};", NGINX_TEMPLATE)
+    assert re.search(
+        rf"upstream {prefix} {{ zone {prefix} \d+k; server \${{{upstream}}};", NGINX_TEMPLATE
+    )
     location = re.search(rf"location /{prefix}/ {{\s*proxy_pass http://{prefix};", NGINX_TEMPLATE)
     assert location, f"no location /{prefix}/ in the gateway template"
-    assert service("nginx")["environment"][upstream] == f"{prefix}:{port}"
+    # A restarted container's new address is looked up again (`resolve`), not kept from start.
+    assert service("nginx")["environment"][upstream] == f"{prefix}:{port} resolve"
     assert depends_on("nginx")[prefix] == "service_healthy"
 
 
 def test_gateway_publishes_listen_port_and_mounts_template() -> None:
     nginx = service("nginx")
-    assert nginx["image"].startswith("nginx:")
+    version = re.fullmatch(r"nginx:(\d+)\.(\d+)(?:\.(\d+))?-alpine", nginx["image"])
+    assert version, nginx["image"]
+    # `resolve` on an upstream server needs 1.27.3 or later, and Docker's DNS as the resolver.
+    assert tuple(int(n or 0) for n in version.groups()) >= (1, 27, 3)
+    assert nginx["environment"]["GATEWAY_RESOLVER"] == "127.0.0.11"
     assert nginx["environment"]["GATEWAY_LISTEN"] == "80"
     assert nginx["ports"] == ["${GATEWAY_PORT:-8000}:80"]
     assert (
@@ -403,5 +410,6 @@ def test_gateway_template_renders_the_same_with_the_image_envsubst() -> None:
         check=True,
     )
     assert result.stdout == Template(NGINX_TEMPLATE).safe_substitute(values)
-    assert "server ws:8004;" in result.stdout
+    assert "server ws:8004 resolve;" in result.stdout
+    assert "resolver 127.0.0.11 valid=10s ipv6=off;" in result.stdout
     assert "$cinema_request_id" in result.stdout
