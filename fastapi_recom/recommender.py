@@ -321,16 +321,25 @@ def _with_changes(
     )
 
 
+# Scores are sums of floats. The same sum taken in another order (a worker's recent ratings on
+# top of the loaded matrix, against a worker whose matrix has merged them) can differ in its last
+# bits, so scores this close count as equal, and every replica breaks the tie by id alike.
+_SCORE_DECIMALS = 9
+
+
 def _top(
     candidates: ColArray, values: npt.NDArray[np.number[Any]], limit: int, ids: IdMap
 ) -> npt.NDArray[np.intp]:
-    """Positions of the `limit` largest `values`, ties to the smaller id: the order of
-    `np.lexsort((ids.raw(candidates), -values))[:limit]`, sorting only what can make the cut
-    (on 20,000 films a full sort cost a tenth of a recommendation)."""
+    """Positions of the `limit` largest `values` (to `_SCORE_DECIMALS`), ties to the smaller
+    id, sorting only what can make the cut (on 20,000 films a full sort cost a tenth of a
+    recommendation)."""
     if values.shape[0] > 2 * limit:
-        kept = np.flatnonzero(values >= np.partition(values, -limit)[-limit])
-        return kept[np.lexsort((ids.raw(candidates[kept]), -values[kept]))[:limit]]
-    return np.lexsort((ids.raw(candidates), -values))[:limit]
+        bound = np.partition(values, -limit)[-limit]
+        kept = np.flatnonzero(values >= bound - 10.0**-_SCORE_DECIMALS)
+    else:
+        kept = np.arange(values.shape[0])
+    level = np.round(values[kept], _SCORE_DECIMALS)
+    return kept[np.lexsort((ids.raw(candidates[kept]), -level))[:limit]]
 
 
 def _rarest(counts: npt.NDArray[np.number[Any]], cols: ColArray, ids: IdMap, k: int) -> IntArray:
