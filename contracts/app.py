@@ -59,6 +59,9 @@ def configure_logging(level: str) -> None:
     )
 
 
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class MetricsMiddleware:
     """Pure ASGI (no BaseHTTPMiddleware): it must not cost the hot path a task switch."""
 
@@ -86,7 +89,9 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
-            key = (scope["method"], path, status)
+            method = scope["method"]
+            # Any token is a method to HTTP: an unknown one must not add a series per request.
+            key = (method if method in KNOWN_METHODS else "OTHER", path, status)
             histogram = self._histograms.get(key)
             if histogram is None:
                 histogram = REQUEST_LATENCY.labels(self.service, key[0], path, str(status))

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from typing import ClassVar
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from redis.exceptions import RedisError
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -27,7 +28,30 @@ DEPENDENCY_ERRORS: tuple[type[Exception], ...] = (
     RedisError,
     OSError,
     TimeoutError,
+    # A server's refusal to connect reaches us from asyncpg as is (SQLAlchemy wraps only what
+    # happens on a connection): starting up or shutting down (57P03, 57P01), out of connection
+    # slots (53300), a connection failure (08).
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
 )
+# The same refusals on a connection in use, wrapped by SQLAlchemy, by SQLSTATE class.
+_UNAVAILABLE_CLASSES = ("08", "53", "57")
+# Data the database cannot hold (22: a NUL character, a number out of range) is bad input.
+_BAD_DATA_CLASS = "22"
+
+
+def _sqlstate(exc: DBAPIError) -> str:
+    return str(getattr(exc.orig, "sqlstate", None) or "")
+
+
+def is_dependency_error(exc: BaseException) -> bool:
+    """The database or Redis is down, unreachable or refusing, as opposed to a bad request."""
+    if isinstance(exc, DEPENDENCY_ERRORS):
+        return True
+    return isinstance(exc, DBAPIError) and (
+        exc.connection_invalidated or _sqlstate(exc)[:2] in _UNAVAILABLE_CLASSES
+    )
 
 
 class ServiceError(Exception):
@@ -66,6 +90,17 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=DependencyUnavailable.headers,
         )
 
+    async def on_database_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, DBAPIError)
+        if is_dependency_error(exc):
+            return await on_dependency_down(request, exc)
+        if _sqlstate(exc).startswith(_BAD_DATA_CLASS):
+            # The edge should have refused it; this keeps a missed field a 422, not a 500.
+            logger.warning("value the database cannot hold: %r", exc.orig)
+            error = {"loc": [], "msg": "A value cannot be stored", "type": "value_not_storable"}
+            return JSONResponse({"detail": "VALIDATION_ERROR", "errors": [error]}, status_code=422)
+        raise exc
+
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         if exc.status_code == 400 and exc.detail == UNPARSABLE_BODY:
@@ -80,6 +115,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(ServiceError, on_service_error)
+    app.add_exception_handler(DBAPIError, on_database_error)
     for exc_type in DEPENDENCY_ERRORS:
         app.add_exception_handler(exc_type, on_dependency_down)
     app.add_exception_handler(RequestValidationError, on_validation_error)

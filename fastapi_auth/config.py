@@ -29,6 +29,8 @@ class Settings(ServiceSettings):
     login_max_failures_per_account: int = 10
     login_max_failures_per_ip: int = 100
     login_failure_window_seconds: int = 900
+    # An address its owner signed in from stays out of the account's count this long (30 days).
+    login_known_address_seconds: int = 2_592_000
 
     # At most one confirmation or reset e-mail per account per this many seconds (anti-flood).
     mail_cooldown_seconds: int = 60

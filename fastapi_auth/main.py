@@ -60,6 +60,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 per_account=settings.login_max_failures_per_account,
                 per_address=settings.login_max_failures_per_ip,
                 window_seconds=settings.login_failure_window_seconds,
+                known_seconds=settings.login_known_address_seconds,
             ),
             relay=relay,
         )

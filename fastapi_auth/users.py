@@ -190,13 +190,14 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
         if user is None:
             await throttle.record_failure(credentials.username, self.client_address)
         else:
-            await throttle.record_success(credentials.username)
+            await throttle.record_success(credentials.username, self.client_address)
         return user
 
     async def _check_credentials(self, email: str, password: str) -> User | None:
         if len(normalize_password(password)) > MAX_PASSWORD_LENGTH:
             return None
-        user = await self.user_db.get_by_email(email)
+        # No address holds a NUL (and PostgreSQL would refuse to compare one): no such user.
+        user = None if "\x00" in email else await self.user_db.get_by_email(email)
         if user is None:
             # Hash anyway, so an unknown e-mail costs the same time as a wrong password.
             await self.password_helper.hash_async(password)

@@ -17,11 +17,10 @@ from pika.exceptions import AMQPError
 from pika.spec import Basic, BasicProperties
 from prometheus_client import Counter
 from pydantic import ValidationError
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts.broker import declare_topology
-from contracts.errors import DEPENDENCY_ERRORS
+from contracts.errors import is_dependency_error
 from contracts.events import RatingDeleted, RatingSubmitted
 from fastapi_recom.ratings import RatingChange, apply_changes
 
@@ -68,13 +67,6 @@ def parse_change(routing_key: str | None, body: bytes) -> RatingChange:
     if event.occurred_at.utcoffset() is None:
         raise MalformedEvent("occurred_at has no time zone")
     return RatingChange.from_event(event)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """The database is down or unreachable, as opposed to this batch being unwritable."""
-    return isinstance(exc, DEPENDENCY_ERRORS) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,7 +276,7 @@ class RatingsConsumer:
                 await self._write_changes(changes)
                 break
             except Exception as exc:
-                if not is_transient(exc):
+                if not is_dependency_error(exc):
                     logger.exception(
                         "batch of %s rating events failed; writing one by one", len(batch)
                     )

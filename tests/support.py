@@ -17,6 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import jwt
 
@@ -230,3 +231,44 @@ class TcpProxy:
 
     async def close(self) -> None:
         await self.cut()
+
+
+class RefusingRole:
+    """A login role of the test's own, with rights on one database, that PostgreSQL itself can
+    be told to refuse: `refuse` ends its sessions (SQLSTATE 57P01 on a connection in use) and
+    turns new ones away (53300, as a server out of connection slots does); `admit` lets it in
+    again. Other tests, which connect as another role, go on as before."""
+
+    def __init__(self, database_url: str) -> None:
+        self.name = f"cinema_refused_{uuid.uuid4().hex[:8]}"
+        self._admin = database_url.replace("postgresql+asyncpg://", "postgresql://")
+
+    async def _run(self, *statements: str) -> None:
+        connection = await asyncpg.connect(self._admin)
+        try:
+            for statement in statements:
+                await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    async def __aenter__(self) -> RefusingRole:
+        await self._run(
+            f"CREATE ROLE {self.name} LOGIN NOSUPERUSER",
+            f"GRANT USAGE ON SCHEMA public TO {self.name}",
+            f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {self.name}",
+            f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {self.name}",
+        )
+        return self
+
+    async def refuse(self) -> None:
+        await self._run(
+            f"ALTER ROLE {self.name} CONNECTION LIMIT 0",
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{self.name}'",
+        )
+
+    async def admit(self) -> None:
+        await self._run(f"ALTER ROLE {self.name} CONNECTION LIMIT -1")
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.refuse()
+        await self._run(f"DROP OWNED BY {self.name}", f"DROP ROLE {self.name}")

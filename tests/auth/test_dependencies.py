@@ -4,7 +4,7 @@ from urllib.parse import urlsplit
 
 from fastapi_auth.config import Settings
 from tests.auth.helpers import PASSWORD, StartAuth, new_email, register
-from tests.support import TcpProxy
+from tests.support import RefusingRole, TcpProxy
 
 UNAVAILABLE = {"detail": "SERVICE_UNAVAILABLE"}
 
@@ -28,6 +28,26 @@ async def test_register_while_database_down_answers_503_then_recovers(
         await register(client)
     finally:
         await proxy.close()
+
+
+async def test_register_while_database_refuses_connections_answers_503_then_recovers(
+    start_auth: StartAuth, settings: Settings
+) -> None:
+    # PostgreSQL's own refusal (out of slots, starting up, shutting down) reaches the app from
+    # asyncpg unwrapped, not as SQLAlchemy's OperationalError that a cut connection raises.
+    async with RefusingRole(settings.database_url) as role:
+        client = await start_auth(postgres_user=role.name)
+        await register(client)
+        await role.refuse()
+
+        down = await client.post(
+            "/auth/v1/register", json={"email": new_email(), "password": PASSWORD}
+        )
+
+        assert (down.status_code, down.json()) == (503, UNAVAILABLE)
+        assert down.headers["retry-after"] == "2"
+        await role.admit()
+        await register(client)
 
 
 async def test_login_while_redis_down_answers_503(

@@ -97,3 +97,38 @@ async def test_login_success_clears_account_failures(start_auth: StartAuth) -> N
     for _ in range(3):
         assert [await failed_login(client, email) for _ in range(2)] == [400, 400]
         await login(client, email)
+
+
+async def test_failures_from_others_do_not_keep_the_owner_out_of_an_address_they_used(
+    start_auth: StartAuth,
+) -> None:
+    client = await start_auth(
+        client_address="198.51.100.7",
+        login_max_failures_per_account=3,
+        login_max_failures_per_ip=100,
+        login_failure_window_seconds=60,
+    )
+    email = new_email()
+    await register(client, email)
+    await login(client, email)  # the owner's address from now on
+
+    async with (
+        client_of(app, "203.0.113.1") as attacker,
+        client_of(app, "203.0.113.2") as accomplice,
+        client_of(app, "192.0.2.99") as new_place,
+    ):
+        assert [await failed_login(attacker, email) for _ in range(3)] == [400] * 3
+        assert await failed_login(accomplice, email) == 429
+        # The account's count holds every other address, the right password included...
+        for stranger in (attacker, accomplice, new_place):
+            answer = await stranger.post(
+                "/auth/v1/jwt/login", data={"username": email, "password": PASSWORD}
+            )
+            assert (answer.status_code, answer.json()) == (429, THROTTLED)
+        # ...but not the owner's own address, which only its own failures can hold.
+        await login(client, email)
+        assert [await failed_login(client, email) for _ in range(3)] == [400] * 3
+        held = await client.post(
+            "/auth/v1/jwt/login", data={"username": email, "password": PASSWORD}
+        )
+        assert (held.status_code, held.json()) == (429, THROTTLED)

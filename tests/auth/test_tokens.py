@@ -98,9 +98,14 @@ async def test_login_bad_password_or_unknown_email_answers_same(client: AsyncCli
     unknown = await client.post(
         "/auth/v1/jwt/login", data={"username": new_email(), "password": PASSWORD}
     )
+    # PostgreSQL cannot even compare a NUL character: no address holds one.
+    garbled = await client.post(
+        "/auth/v1/jwt/login", data={"username": email + "\x00", "password": PASSWORD}
+    )
 
     assert (wrong.status_code, wrong.json()) == (400, {"detail": "LOGIN_BAD_CREDENTIALS"})
     assert (unknown.status_code, unknown.json()) == (400, {"detail": "LOGIN_BAD_CREDENTIALS"})
+    assert (garbled.status_code, garbled.json()) == (400, {"detail": "LOGIN_BAD_CREDENTIALS"})
 
 
 async def test_users_me_without_or_with_forged_token_answers_401(client: AsyncClient) -> None:

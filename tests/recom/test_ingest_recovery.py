@@ -24,7 +24,14 @@ from tests.ratings_pipeline import (
     stored_ratings,
 )
 from tests.recom.test_ingest import Pair, rating, settle, state_of, wait_stored
-from tests.support import ServiceProcess, TcpProxy, bearer, make_token, wait_for
+from tests.support import (
+    RefusingRole,
+    ServiceProcess,
+    TcpProxy,
+    bearer,
+    make_token,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -115,6 +122,35 @@ async def test_consumer_holds_events_through_database_outage(
     await asyncio.sleep(2)
 
     await database_proxy.restore()
+
+    await wait_stored({(e.user_id, e.movie_id): state_of(e) for e in events}, timeout=30)
+    await wait_for(lambda: ready(recom, "recom"), timeout=10)
+    assert await rabbit.depth(DEAD_QUEUE) == 0
+
+
+@pytest.fixture
+async def refusing_role(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[RefusingRole]:
+    """recom connects to its database as a role that PostgreSQL can be told to refuse."""
+    settings = recom_settings()
+    async with RefusingRole(settings.database_url) as role:
+        monkeypatch.setenv("CONTENT_DATABASE_URL", settings.content_dsn)  # the ETL's source
+        monkeypatch.setenv("POSTGRES_USER", role.name)
+        yield role
+
+
+async def test_consumer_holds_events_while_the_database_refuses_connections(
+    refusing_role: RefusingRole, recom: AsyncClient, rabbit: Rabbit
+) -> None:
+    # Sessions end (57P01) and new ones are turned away (53300), as when PostgreSQL restarts
+    # or runs out of connection slots: asyncpg raises the refusal unwrapped.
+    await refusing_role.refuse()
+    await wait_for(lambda: unready(recom, "recom"), timeout=10)
+    events = ratings_of(uuid.uuid4(), 50)
+    await rabbit.publish_events(events)
+    # Long enough for several refused writes: they must not use up the delivery limit.
+    await asyncio.sleep(2)
+
+    await refusing_role.admit()
 
     await wait_stored({(e.user_id, e.movie_id): state_of(e) for e in events}, timeout=30)
     await wait_for(lambda: ready(recom, "recom"), timeout=10)
