@@ -7,7 +7,9 @@ from typing import Annotated
 from fastapi_users import schemas
 from pydantic import StringConstraints
 
-FullName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+from contracts.text import NO_CONTROL
+
+FullName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200), NO_CONTROL]
 
 
 class UserRead(schemas.BaseUser[uuid.UUID]):

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from contracts.resources import SessionDep
+from contracts.text import StorableText
 from fastapi_recom.errors import MovieNotFound
 from fastapi_recom.models import Genre, Movie, MovieGenre, MoviePerson, Person
 
@@ -136,10 +137,12 @@ router = APIRouter(prefix="/recom/v1/movies", tags=["catalogue"])
 async def read_movies(
     session: SessionDep,
     search: Annotated[
-        str | None, Query(max_length=200, description="Part of the title; empty: any title")
+        StorableText | None,
+        Query(max_length=200, description="Part of the title; empty: any title"),
     ] = None,
     genre: Annotated[
-        str | None, Query(max_length=100, description="Genre name (any case); empty: any genre")
+        StorableText | None,
+        Query(max_length=100, description="Genre name (any case); empty: any genre"),
     ] = None,
     page: Annotated[int, Query(ge=1, le=10_000)] = 1,
     size: Annotated[int, Query(ge=1, le=100)] = 20,

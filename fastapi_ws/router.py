@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from contracts.errors import DEPENDENCY_ERRORS
 from contracts.resources import SessionDep
+from contracts.text import NO_NUL
 from contracts.tokens import (
     AUTH_RESPONSES,
     CurrentUser,
@@ -183,7 +184,12 @@ async def open_room(hub: Hub, claims: TokenClaims, room_user_id: uuid.UUID) -> R
 
 
 async def post_chat(conn: Connection, text: object, settings: Settings) -> None:
-    if not isinstance(text, str) or not text.strip() or len(text) > settings.chat_max_text:
+    if (
+        not isinstance(text, str)
+        or not text.strip()
+        or len(text) > settings.chat_max_text
+        or NO_NUL.found_in(text)
+    ):
         conn.offer((None, error_frame("INVALID_TEXT")))
         return
     hub = conn.hub

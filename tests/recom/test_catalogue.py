@@ -269,6 +269,24 @@ async def test_bad_listing_parameters_are_422(
     assert [e["loc"] for e in response.json()["errors"]] == [["query", field]]
 
 
+@pytest.mark.parametrize("field", ["search", "genre"])
+async def test_nul_character_in_search_or_genre_is_422(client: AsyncClient, field: str) -> None:
+    """PostgreSQL cannot compare text holding U+0000: refused before it gets there."""
+    response = await client.get("/recom/v1/movies", params={field: "Drama\x00"})
+
+    assert response.status_code == 422
+    assert response.json() == {
+        "detail": "VALIDATION_ERROR",
+        "errors": [
+            {
+                "loc": ["query", field],
+                "msg": "Text must not contain the NUL character (U+0000)",
+                "type": "string_nul_character",
+            }
+        ],
+    }
+
+
 async def test_ready_reports_a_disabled_etl_without_failing(client: AsyncClient) -> None:
     response = await client.get("/recom/ready")
 

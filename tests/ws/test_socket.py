@@ -19,7 +19,12 @@ from contracts.events import TokensRevoked
 from contracts.tokens import REVOKED_JTI_KEY
 from tests.support import ServiceProcess, bearer, make_token
 from tests.ws.client import ChatClient, close_after, refused_status
-from tests.ws.factories import create_recommendations, titles_of, wait_for_messages
+from tests.ws.factories import (
+    create_recommendations,
+    stored_messages,
+    titles_of,
+    wait_for_messages,
+)
 
 SessionMaker = async_sessionmaker[AsyncSession]
 
@@ -265,4 +270,21 @@ async def test_invalid_chat_text_answered_with_error_frame(
     assert await client.next() == {"type": "error", "detail": "INVALID_TEXT"}
     await client.ws.send("not json")
     assert await client.next() == {"type": "error", "detail": "BAD_FRAME"}
+    await client.close()
+
+
+async def test_chat_text_with_nul_answered_with_error_frame_and_socket_kept(
+    ws_service: ServiceProcess, db: SessionMaker, user_id: uuid.UUID
+) -> None:
+    client = await ChatClient.open(ws_service.url, make_token(user_id))
+    await client.history()
+
+    await client.send_chat("hi\u0000")
+
+    assert await client.next() == {"type": "error", "detail": "INVALID_TEXT"}
+    await client.send_chat("hi\nthere")
+    assert (await client.message())["body"] == "hi\nthere"
+    assert client.close_code is None
+    chats = [m.body for m in await stored_messages(db, user_id) if m.kind == "chat"]
+    assert chats == ["hi\nthere"]
     await client.close()
