@@ -11,7 +11,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 import asyncpg
 import httpx
 import jwt
+from sqlalchemy import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -272,3 +274,36 @@ class RefusingRole:
     async def __aexit__(self, *_: object) -> None:
         await self.refuse()
         await self._run(f"DROP OWNED BY {self.name}", f"DROP ROLE {self.name}")
+
+
+@dataclass(frozen=True)
+class DatabaseOutage:
+    """A service's way to its database that a test can take away and give back; `settings`
+    (field names) point the service at it."""
+
+    settings: dict[str, str]
+    begin: Callable[[], Awaitable[None]]
+    end: Callable[[], Awaitable[None]]
+
+
+DATABASE_OUTAGES = ["cut", "refused"]
+
+
+@contextlib.asynccontextmanager
+async def database_outage(kind: str, database_url: str) -> AsyncIterator[DatabaseOutage]:
+    """`cut`: the connections drop and new ones fail, as in a network failure (SQLAlchemy's
+    OperationalError). `refused`: PostgreSQL itself ends the sessions (57P01) and turns new
+    ones away (53300), as when it restarts or runs out of connection slots; asyncpg raises
+    that refusal unwrapped."""
+    if kind == "refused":
+        async with RefusingRole(database_url) as role:
+            yield DatabaseOutage({"postgres_user": role.name}, role.refuse, role.admit)
+        return
+    url = make_url(database_url)
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+    await proxy.start()
+    try:
+        settings = {"postgres_host": "127.0.0.1", "postgres_port": str(proxy.port)}
+        yield DatabaseOutage(settings, proxy.cut, proxy.restore)
+    finally:
+        await proxy.close()

@@ -2,21 +2,23 @@
 
 from urllib.parse import urlsplit
 
+import pytest
+
 from fastapi_auth.config import Settings
 from tests.auth.helpers import PASSWORD, StartAuth, new_email, register
-from tests.support import RefusingRole, TcpProxy
+from tests.support import DATABASE_OUTAGES, TcpProxy, database_outage
 
 UNAVAILABLE = {"detail": "SERVICE_UNAVAILABLE"}
 
 
+@pytest.mark.parametrize("kind", DATABASE_OUTAGES)
 async def test_register_while_database_down_answers_503_then_recovers(
-    start_auth: StartAuth, settings: Settings
+    start_auth: StartAuth, settings: Settings, kind: str
 ) -> None:
-    proxy = TcpProxy(settings.postgres_host, settings.postgres_port)
-    await proxy.start()
-    try:
-        client = await start_auth(postgres_port=proxy.port)
-        await proxy.cut()
+    async with database_outage(kind, settings.database_url) as outage:
+        client = await start_auth(**outage.settings)
+        await register(client)
+        await outage.begin()
 
         down = await client.post(
             "/auth/v1/register", json={"email": new_email(), "password": PASSWORD}
@@ -24,29 +26,7 @@ async def test_register_while_database_down_answers_503_then_recovers(
 
         assert (down.status_code, down.json()) == (503, UNAVAILABLE)
         assert down.headers["retry-after"] == "2"
-        await proxy.restore()
-        await register(client)
-    finally:
-        await proxy.close()
-
-
-async def test_register_while_database_refuses_connections_answers_503_then_recovers(
-    start_auth: StartAuth, settings: Settings
-) -> None:
-    # PostgreSQL's own refusal (out of slots, starting up, shutting down) reaches the app from
-    # asyncpg unwrapped, not as SQLAlchemy's OperationalError that a cut connection raises.
-    async with RefusingRole(settings.database_url) as role:
-        client = await start_auth(postgres_user=role.name)
-        await register(client)
-        await role.refuse()
-
-        down = await client.post(
-            "/auth/v1/register", json={"email": new_email(), "password": PASSWORD}
-        )
-
-        assert (down.status_code, down.json()) == (503, UNAVAILABLE)
-        assert down.headers["retry-after"] == "2"
-        await role.admit()
+        await outage.end()
         await register(client)
 
 

@@ -25,10 +25,12 @@ from tests.ratings_pipeline import (
 )
 from tests.recom.test_ingest import Pair, rating, settle, state_of, wait_stored
 from tests.support import (
-    RefusingRole,
+    DATABASE_OUTAGES,
+    DatabaseOutage,
     ServiceProcess,
     TcpProxy,
     bearer,
+    database_outage,
     make_token,
     wait_for,
 )
@@ -38,17 +40,6 @@ from tests.support import (
 async def rabbit() -> AsyncIterator[Rabbit]:
     async with empty_ratings_queues() as rabbit:
         yield rabbit
-
-
-@pytest.fixture
-async def database_proxy(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[TcpProxy]:
-    settings = recom_settings()
-    proxy = TcpProxy(settings.postgres_host, settings.postgres_port)
-    await proxy.start()
-    monkeypatch.setenv("POSTGRES_HOST", "127.0.0.1")
-    monkeypatch.setenv("POSTGRES_PORT", str(proxy.port))
-    yield proxy
-    await proxy.close()
 
 
 async def ready(client: AsyncClient, prefix: str) -> bool:
@@ -110,10 +101,22 @@ async def test_consumer_resumes_after_broker_outage_and_ready_reports_it(
     assert await rabbit.depth(DEAD_QUEUE) == 0
 
 
+@pytest.fixture(params=DATABASE_OUTAGES)
+async def outage(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[DatabaseOutage]:
+    settings = recom_settings()
+    async with database_outage(request.param, settings.database_url) as outage:
+        monkeypatch.setenv("CONTENT_DATABASE_URL", settings.content_dsn)  # the ETL's source
+        for name, value in outage.settings.items():
+            monkeypatch.setenv(name.upper(), value)
+        yield outage
+
+
 async def test_consumer_holds_events_through_database_outage(
-    database_proxy: TcpProxy, recom: AsyncClient, rabbit: Rabbit
+    outage: DatabaseOutage, recom: AsyncClient, rabbit: Rabbit
 ) -> None:
-    await database_proxy.cut()
+    await outage.begin()
     await wait_for(lambda: unready(recom, "recom"), timeout=10)
     assert (await recom.get("/recom/ready")).json()["checks"]["postgres"] != "ok"
     events = ratings_of(uuid.uuid4(), 50)
@@ -121,36 +124,7 @@ async def test_consumer_holds_events_through_database_outage(
     # Long enough for several failed writes: they must not use up the delivery limit.
     await asyncio.sleep(2)
 
-    await database_proxy.restore()
-
-    await wait_stored({(e.user_id, e.movie_id): state_of(e) for e in events}, timeout=30)
-    await wait_for(lambda: ready(recom, "recom"), timeout=10)
-    assert await rabbit.depth(DEAD_QUEUE) == 0
-
-
-@pytest.fixture
-async def refusing_role(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[RefusingRole]:
-    """recom connects to its database as a role that PostgreSQL can be told to refuse."""
-    settings = recom_settings()
-    async with RefusingRole(settings.database_url) as role:
-        monkeypatch.setenv("CONTENT_DATABASE_URL", settings.content_dsn)  # the ETL's source
-        monkeypatch.setenv("POSTGRES_USER", role.name)
-        yield role
-
-
-async def test_consumer_holds_events_while_the_database_refuses_connections(
-    refusing_role: RefusingRole, recom: AsyncClient, rabbit: Rabbit
-) -> None:
-    # Sessions end (57P01) and new ones are turned away (53300), as when PostgreSQL restarts
-    # or runs out of connection slots: asyncpg raises the refusal unwrapped.
-    await refusing_role.refuse()
-    await wait_for(lambda: unready(recom, "recom"), timeout=10)
-    events = ratings_of(uuid.uuid4(), 50)
-    await rabbit.publish_events(events)
-    # Long enough for several refused writes: they must not use up the delivery limit.
-    await asyncio.sleep(2)
-
-    await refusing_role.admit()
+    await outage.end()
 
     await wait_stored({(e.user_id, e.movie_id): state_of(e) for e in events}, timeout=30)
     await wait_for(lambda: ready(recom, "recom"), timeout=10)
