@@ -323,23 +323,23 @@ def _with_changes(
 
 # Scores are sums of floats. The same sum taken in another order (a worker's recent ratings on
 # top of the loaded matrix, against a worker whose matrix has merged them) can differ in its last
-# bits, so scores this close count as equal, and every replica breaks the tie by id alike.
-_SCORE_DECIMALS = 9
+# bits, so scores are compared in steps of this size, and every replica breaks ties by id alike.
+_SCORE_STEP = 1e-9
 
 
 def _top(
     candidates: ColArray, values: npt.NDArray[np.number[Any]], limit: int, ids: IdMap
 ) -> npt.NDArray[np.intp]:
-    """Positions of the `limit` largest `values` (to `_SCORE_DECIMALS`), ties to the smaller
-    id, sorting only what can make the cut (on 20,000 films a full sort cost a tenth of a
-    recommendation)."""
+    """Positions of the `limit` largest `values` (in steps of `_SCORE_STEP`), ties to the
+    smaller id, sorting only what can make the cut (on 20,000 films a full sort cost a tenth of
+    a recommendation)."""
     if values.shape[0] > 2 * limit:
         bound = np.partition(values, -limit)[-limit]
-        kept = np.flatnonzero(values >= bound - 10.0**-_SCORE_DECIMALS)
+        kept = np.flatnonzero(values >= bound - _SCORE_STEP)
     else:
         kept = np.arange(values.shape[0])
-    level = np.round(values[kept], _SCORE_DECIMALS)
-    return kept[np.lexsort((ids.raw(candidates[kept]), -level))[:limit]]
+    steps = np.rint(values[kept] * (1 / _SCORE_STEP))  # rint: 0.6 us against round's 1.6
+    return kept[np.lexsort((ids.raw(candidates[kept]), -steps))[:limit]]
 
 
 def _rarest(counts: npt.NDArray[np.number[Any]], cols: ColArray, ids: IdMap, k: int) -> IntArray:
