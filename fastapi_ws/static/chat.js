@@ -24,6 +24,7 @@ const el = (tag, cls, text) => {
 let socket = null;
 let lastSeq = null;
 let attempts = 0;
+let unsent = null; // the last chat text sent and not yet seen back, put back if refused
 let retryTimer = null;
 // A superuser may open a viewer's room with ?room=<user id>.
 const roomUserId = new URLSearchParams(location.search).get("room");
@@ -159,11 +160,16 @@ function connect() {
       notice("");
       setState("live", "Live");
     } else if (frame.type === "message") {
+      if (frame.kind === "chat" && frame.body === unsent) unsent = null;
       append(frame);
     } else if (frame.type === "ping") {
       ws.send(JSON.stringify({ type: "pong" }));
     } else if (frame.type === "error") {
       notice(frame.detail === "RATE_LIMITED" ? "Slow down a little." : `Not sent (${frame.detail}).`);
+      // The refused message goes back in the box, unless the viewer is typing another.
+      const input = $("chat-text");
+      if (unsent !== null && !input.value) input.value = unsent;
+      unsent = null;
     }
   };
   ws.onclose = (event) => {
@@ -195,6 +201,7 @@ function sendChat(event) {
     return;
   }
   socket.send(JSON.stringify({ type: "chat", text }));
+  unsent = text;
   input.value = "";
 }
 

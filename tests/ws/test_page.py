@@ -97,6 +97,12 @@ async def test_page_logs_in_receives_chats_and_resumes_after_a_drop(
     await expect(page.locator('.message.chat.mine[data-seq="3"]')).to_contain_text(
         "Any comedies tonight?"
     )
+    # A message the server refuses (PostgreSQL cannot hold a NUL) comes back to the box.
+    await page.fill("#chat-text", "Any dramas?\u0000")
+    await page.press("#chat-text", "Enter")
+    await expect(page.locator("#notice")).to_have_text("Not sent (INVALID_TEXT).")
+    await expect(page.locator("#chat-text")).to_have_value("Any dramas?\u0000")
+    await page.fill("#chat-text", "")
 
     await chat_gateway.cut()
     await expect(page.locator("#state")).to_have_attribute("data-state", "reconnecting")
