@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import TypeVar
 
 import aio_pika
 import aiormq
@@ -23,9 +25,12 @@ from pamqp.commands import Basic
 from prometheus_client import Counter
 from pydantic import ValidationError
 
+from contracts.errors import is_dependency_error
 from contracts.events import Event
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 EVENTS_EXCHANGE = RabbitExchange("cinema.events", type=ExchangeType.TOPIC, durable=True)
 DEAD_EXCHANGE = RabbitExchange("cinema.dead", type=ExchangeType.DIRECT, durable=True)
@@ -69,6 +74,28 @@ def decode_event(event_types: Mapping[str, type[Event]], routing_key: str, body:
     except ValidationError as exc:
         logger.error("malformed %s dead-lettered: %s", routing_key, exc.errors()[:3])
         raise RejectMessage from exc
+
+
+async def with_patience(
+    attempt: Callable[[], Awaitable[T]], patience: float, *, dependency: str
+) -> T:
+    """Run `attempt` until it gets past an outage of `dependency` (a database or Redis error),
+    backing off up to 10 s between tries, and re-raise once `patience` seconds are spent.
+
+    A consumer waits this way with its message unacked: a nack would requeue it at once, and
+    the queue's delivery limit would dead-letter it within seconds of an outage.
+    """
+    deadline = time.monotonic() + patience
+    delay = 0.2
+    while True:
+        try:
+            return await attempt()
+        except Exception as exc:
+            if not is_dependency_error(exc) or time.monotonic() + delay > deadline:
+                raise
+            logger.warning("%s unavailable, retrying in %.1f s: %r", dependency, delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 class ReturnedBodyRedactor(logging.Filter):

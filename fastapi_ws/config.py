@@ -3,6 +3,8 @@
 from functools import lru_cache
 from typing import ClassVar
 
+from pydantic import Field
+
 from contracts.settings import ServiceSettings
 
 
@@ -32,6 +34,9 @@ class Settings(ServiceSettings):
     chat_consumer_prefetch: int = 8
     # A recommendations push identical to the previous one within this many seconds is dropped.
     chat_dedup_window: float = 600.0
+    # The consumer holds an event (unacked) through a database or Redis outage this long
+    # before it nacks it towards the delivery limit and the dead-letter queue.
+    consumer_patience_seconds: float = Field(default=600.0, ge=0)
 
 
 @lru_cache

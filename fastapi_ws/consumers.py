@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import timedelta
+from functools import partial
 
 from fastapi import FastAPI
 from faststream import AckPolicy
 from faststream.rabbit import RabbitBroker, RabbitMessage
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from contracts.broker import consumer_queue, consumption_metered, declare_topology, decode_event
+from contracts.broker import (
+    consumer_queue,
+    consumption_metered,
+    declare_topology,
+    decode_event,
+    with_patience,
+)
+from contracts.errors import DEPENDENCY_ERRORS
 from contracts.events import (
     Event,
     RecommendationsGenerated,
@@ -87,34 +96,53 @@ async def apply_recommendations(
     return [*created, message]
 
 
-async def handle_event(
-    event: Event, sessionmaker: async_sessionmaker[AsyncSession], hub: Hub, settings: Settings
-) -> None:
-    if isinstance(event, TokensRevoked):
-        not_before = event.not_before.timestamp() if event.not_before else None
-        await hub.revoke(event.user_id, jti=event.jti, not_before=not_before)
-        return
+async def apply_event(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    event: UserVerified | RecommendationsGenerated,
+    settings: Settings,
+) -> list[Message]:
+    """Store what the event brings, once: the messages to push, or none for a redelivery."""
     async with sessionmaker() as session, session.begin():
         if not await service.record_event(session, event.event_id, event.routing_key):
             logger.info("event %s already applied", event.event_id)
-            return
+            return []
         if isinstance(event, UserVerified):
-            stored = await apply_user_verified(session, event)
-        else:
-            assert isinstance(event, RecommendationsGenerated)
-            stored = await apply_recommendations(session, event, settings)
-        room_user_id = event.user_id
-    # Pushed only once committed: a socket never sees a message the database could lose.
-    for message in stored:
-        try:
-            await hub.push(room_user_id, message.seq, message_frame(message))
-        except Exception as exc:
-            # Stored already; open sockets fetch it when the fan-out comes back.
-            logger.warning("push of %s/%s failed: %r", room_user_id, message.seq, exc)
+            return await apply_user_verified(session, event)
+        return await apply_recommendations(session, event, settings)
+
+
+async def push_messages(hub: Hub, room_user_id: uuid.UUID, messages: list[Message]) -> None:
+    for message in messages:
+        await hub.push(room_user_id, message.seq, message_frame(message))
+
+
+async def handle_event(
+    event: Event, sessionmaker: async_sessionmaker[AsyncSession], hub: Hub, settings: Settings
+) -> None:
+    """Apply one event, waiting out a database outage (Redis's, for a revocation) with the
+    message unacked."""
+    patience = settings.consumer_patience_seconds
+    if isinstance(event, TokensRevoked):
+        not_before = event.not_before.timestamp() if event.not_before else None
+        revoke = partial(hub.revoke, event.user_id, jti=event.jti, not_before=not_before)
+        await with_patience(revoke, patience, dependency="Redis")
+        return
+    assert isinstance(event, UserVerified | RecommendationsGenerated)
+    stored = await with_patience(
+        partial(apply_event, sessionmaker, event, settings), patience, dependency="database"
+    )
+    # Pushed only once committed: a socket never sees a message the database could lose. Not
+    # retried: stored already, it reaches open sockets when the fan-out comes back (each one
+    # catches up from the database then), while waiting here would hold up the next events.
+    try:
+        await push_messages(hub, event.user_id, stored)
+    except DEPENDENCY_ERRORS as exc:
+        logger.warning("push of %s's messages failed: %r", event.user_id, exc)
 
 
 def register_consumers(broker: RabbitBroker, app: FastAPI, settings: Settings) -> None:
-    """Subscribe to `ws.events`; a failing event is requeued until the queue's delivery limit."""
+    """Subscribe to `ws.events`; an event still failing once the consumer's patience is spent
+    is requeued until the queue's delivery limit."""
 
     @broker.subscriber(consumer_queue(QUEUE), ack_policy=AckPolicy.NACK_ON_ERROR)
     async def consume_ws_event(message: RabbitMessage) -> None:

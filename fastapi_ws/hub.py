@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from fastapi import WebSocket
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -25,6 +26,10 @@ logger = logging.getLogger(__name__)
 
 # One channel for every room: each process filters for the rooms it holds sockets of.
 CHANNEL = "ws:fanout"
+# Seconds a Redis command may wait for its answer: a stalled server fails a push, not hangs it.
+COMMAND_TIMEOUT = 2.0
+# The idle subscription pings this often (seconds); a ping unanswered by the next is a dead peer.
+FANOUT_PING_INTERVAL = 10.0
 
 # Queue markers besides (seq, text) frames.
 _SYNC = "sync"
@@ -164,9 +169,19 @@ class Hub:
         sessionmaker: async_sessionmaker[AsyncSession],
         verifier: TokenVerifier,
         settings: Settings,
+        *,
+        ping_interval: float = FANOUT_PING_INTERVAL,
     ) -> None:
-        # Pub/sub needs a connection without a read timeout; it sits idle between messages.
-        self.redis = Redis.from_url(redis_url, socket_connect_timeout=2, socket_keepalive=True)
+        # One client for pushes and the subscription: a command gives up after COMMAND_TIMEOUT,
+        # while the subscription's idle reads pass a timeout of their own (`get_message`), which
+        # redis-py applies instead of the socket's.
+        self.redis = Redis.from_url(
+            redis_url,
+            socket_timeout=COMMAND_TIMEOUT,
+            socket_connect_timeout=COMMAND_TIMEOUT,
+            socket_keepalive=True,
+        )
+        self.ping_interval = ping_interval
         self.sessionmaker = sessionmaker
         self.verifier = verifier
         self.settings = settings
@@ -234,13 +249,20 @@ class Hub:
                             conn.offer(_SYNC)
                     first = False
                     self.subscribed.set()
+                    awaiting_pong = False
                     while True:
-                        message = await pubsub.get_message(timeout=10.0)
-                        if message is None:
-                            # Proves the connection alive; its answer is a "pong" message.
+                        message = await pubsub.get_message(timeout=self.ping_interval)
+                        if message is not None:
+                            awaiting_pong = False
+                            if message["type"] == "message":
+                                self._dispatch(message["data"])
+                        elif awaiting_pong:
+                            # A stalled server or a dead link: the socket alone would never say.
+                            raise RedisConnectionError("fan-out subscription: ping unanswered")
+                        else:
+                            # Its answer, a "pong" message, proves the connection alive.
                             await pubsub.ping()
-                        elif message["type"] == "message":
-                            self._dispatch(message["data"])
+                            awaiting_pong = True
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from faststream.middlewares import AckPolicy
@@ -13,8 +11,7 @@ from faststream.rabbit import RabbitBroker
 from faststream.rabbit.annotations import RabbitMessage
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from contracts.broker import consumer_queue, consumption_metered, decode_event
-from contracts.errors import DEPENDENCY_ERRORS
+from contracts.broker import consumer_queue, consumption_metered, decode_event, with_patience
 from contracts.events import (
     Event,
     PasswordResetRequested,
@@ -65,8 +62,10 @@ def register_consumers(
     async def consume_event(message: RabbitMessage) -> None:
         with consumption_metered(QUEUE):
             event = decode_event(EVENT_TYPES, message.raw_message.routing_key or "", message.body)
-            queued = await _with_patience(
-                lambda: _apply(sessionmaker(), event, settings), settings.consumer_patience_seconds
+            queued = await with_patience(
+                lambda: _apply(sessionmaker(), event, settings),
+                settings.consumer_patience_seconds,
+                dependency="database",
             )
         if queued:
             on_queued()
@@ -77,19 +76,3 @@ async def _apply(
 ) -> bool:
     async with sessionmaker() as session:
         return await handle_event(session, event, settings)
-
-
-async def _with_patience(attempt: Callable[[], Awaitable[bool]], patience: float) -> bool:
-    """Wait out a database outage with the message unacked rather than burn the delivery
-    limit in seconds and dead-letter a confirmation e-mail; give up after `patience`."""
-    deadline = time.monotonic() + patience
-    delay = 0.2
-    while True:
-        try:
-            return await attempt()
-        except DEPENDENCY_ERRORS as exc:
-            if time.monotonic() + delay > deadline:
-                raise
-            logger.warning("database unavailable, retrying in %.1f s: %r", delay, exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
