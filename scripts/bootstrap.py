@@ -154,14 +154,25 @@ def check_dependencies(env: dict[str, str]) -> None:
 async def _admin_connection(env: dict[str, str]) -> Any:
     import asyncpg
 
-    return await asyncpg.connect(
-        host=env.get("POSTGRES_HOST", "127.0.0.1"),
-        port=int(env.get("POSTGRES_PORT", 5432)),
-        user=env.get("POSTGRES_USER", "postgres"),
-        password=env.get("POSTGRES_PASSWORD") or None,
-        database="postgres",
-        timeout=5,
-    )
+    user = env.get("POSTGRES_USER", "postgres")
+    try:
+        return await asyncpg.connect(
+            host=env.get("POSTGRES_HOST", "127.0.0.1"),
+            port=int(env.get("POSTGRES_PORT", 5432)),
+            user=user,
+            password=env.get("POSTGRES_PASSWORD") or None,
+            database="postgres",
+            timeout=5,
+        )
+    except asyncpg.InvalidAuthorizationSpecificationError as exc:
+        # 28000 and 28P01: a server that asks for a password (Debian's pg_hba.conf does on
+        # 127.0.0.1) knows none, or another, for the user; .env's was generated for compose.
+        fail(
+            f"PostgreSQL refused {user!r}: {exc}. Set POSTGRES_USER and POSTGRES_PASSWORD in "
+            ".env to a superuser the server knows, or give the user .env's password: "
+            f"sudo -u postgres psql -c \"ALTER ROLE {user} PASSWORD '<POSTGRES_PASSWORD>'\""
+        )
+        raise
 
 
 def database_names(env: dict[str, str]) -> list[str]:

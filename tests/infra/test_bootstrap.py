@@ -171,3 +171,35 @@ def test_a_gateway_port_that_the_links_and_origins_do_not_name_is_reported() -> 
     # A public address is the operator's business, whatever port the gateway has locally.
     public = {**moved, "PUBLIC_BASE_URL": "https://cinema.example", "ALLOWED_ORIGINS": ""}
     assert bootstrap.gateway_mismatches(public) == []
+
+
+def test_uv_installs_itself_where_the_system_python_refuses_user_installs(tmp_path: Path) -> None:
+    # Debian 12's own Python, without uv on PATH: `pip install --user` is refused (PEP 668).
+    managed = Path("/usr/lib/python3.11/EXTERNALLY-MANAGED")
+    if not managed.exists() or Path("/usr/bin/uv").exists():
+        pytest.skip("needs Debian's python3 (PEP 668) and no uv in /usr/bin")
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "uv.sh"), "--version"],
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("uv ")
+    assert (tmp_path / ".local" / "share" / "cinema-uv" / "bin" / "uv").exists()
+
+
+def test_a_user_postgresql_refuses_is_named_with_what_to_change(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    user = "cinema_nobody"  # no such role: 28000, as a wrong password is 28P01
+    with pytest.raises(SystemExit) as exit_:
+        bootstrap.ensure_databases({"POSTGRES_USER": user, "POSTGRES_PASSWORD": "x"})
+
+    assert exit_.value.code == 1
+    error = capsys.readouterr().err
+    assert f"PostgreSQL refused '{user}'" in error
+    assert "Set POSTGRES_USER and POSTGRES_PASSWORD in .env" in error
+    assert f"ALTER ROLE {user} PASSWORD" in error
