@@ -49,6 +49,9 @@ from notifications_service.unsubscribe import make_token
 
 UNSUBSCRIBE_PATH = "/notifications/v1/unsubscribe/{token}"
 DIGEST_FREQUENCIES = (DigestFrequency.DAILY, DigestFrequency.WEEKLY)
+# The e-mails an opt-out stops; account e-mails (confirmation, reset, address change) go anyway.
+RECOMMENDATION_KINDS = (DeliveryKind.RECOMMENDATIONS, DeliveryKind.DIGEST)
+OPTED_OUT = "viewer opted out"
 
 
 def event_key(kind: DeliveryKind, event_id: uuid.UUID) -> str:
@@ -70,6 +73,43 @@ def wants_recommendations(recipient: Recipient | None) -> bool:
         and recipient.is_verified
         and recipient.unsubscribed_at is None
         and recipient.digest_frequency != DigestFrequency.OFF
+    )
+
+
+def _still_wanted() -> ColumnElement[bool]:
+    """`wants_recommendations` of the delivery's viewer, in SQL."""
+    return (
+        select(Recipient.user_id)
+        .where(
+            Recipient.user_id == Delivery.user_id,
+            Recipient.is_verified.is_(True),
+            Recipient.unsubscribed_at.is_(None),
+            Recipient.digest_frequency != DigestFrequency.OFF,
+        )
+        .exists()
+    )
+
+
+async def _skip_unsent_recommendations(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """The opt-out's part in the delivery log, in its transaction: every recommendation e-mail
+    of the viewer not sent yet (awaiting its picks, queued, or between retries) is skipped.
+
+    The caller holds the recipient's row lock, which `record_recommendations` takes too, so no
+    e-mail can be queued behind this statement's back; `fill_digest` and `claim_due` lock the
+    delivery rows, and whichever of them and this statement comes second sees the other's
+    outcome. One already leased to a sender is skipped as well: the attempt under way cannot
+    be recalled, but `finish`, `defer` and `postpone` leave a skipped row as it is unless it
+    was sent, so it is never tried again.
+    """
+    await session.execute(
+        update(Delivery)
+        .where(
+            Delivery.user_id == user_id,
+            Delivery.kind.in_(RECOMMENDATION_KINDS),
+            Delivery.status.in_((DeliveryStatus.PENDING, DeliveryStatus.AWAITING)),
+        )
+        .values(status=DeliveryStatus.SKIPPED, last_error=OPTED_OUT),
+        execution_options={"synchronize_session": False},
     )
 
 
@@ -111,20 +151,27 @@ async def update_preferences(
     digest_frequency: DigestFrequency | None,
     subscribed: bool | None,
 ) -> Recipient:
+    """`recipient` was read FOR UPDATE in this session. Switching between `immediate`, `daily`
+    and `weekly` keeps the e-mails already queued (the viewer still wants picks); `off` or
+    unsubscribing skips them, and re-subscribing does not bring them back."""
     if digest_frequency is not None:
         recipient.digest_frequency = digest_frequency
     if subscribed is True:
         recipient.unsubscribed_at = None
     elif subscribed is False and recipient.unsubscribed_at is None:
         recipient.unsubscribed_at = utcnow()
+    if not wants_recommendations(recipient):
+        await _skip_unsent_recommendations(session, recipient.user_id)
     await session.commit()
     return recipient
 
 
 async def unsubscribe(session: AsyncSession, user_id: uuid.UUID) -> Recipient | None:
     recipient = await session.get(Recipient, user_id, with_for_update=True)
-    if recipient is not None and recipient.unsubscribed_at is None:
-        recipient.unsubscribed_at = utcnow()
+    if recipient is not None:
+        if recipient.unsubscribed_at is None:
+            recipient.unsubscribed_at = utcnow()
+        await _skip_unsent_recommendations(session, user_id)
     await session.commit()
     return recipient
 
@@ -340,7 +387,7 @@ async def fill_digest(
     digest.event_id = event.event_id
     if recipient is None or not wants_recommendations(recipient) or not event.items:
         digest.status = DeliveryStatus.SKIPPED
-        digest.last_error = "no picks" if recipient and event.items else "viewer opted out"
+        digest.last_error = "no picks" if recipient and event.items else OPTED_OUT
         await session.commit()
         return False
     composed, link = _recommendations(recipient, event, settings)
@@ -479,35 +526,52 @@ async def stale_digests(
 
 
 async def claim_due(session: AsyncSession, settings: Settings, *, limit: int) -> list[Delivery]:
-    """Lease up to `limit` due e-mails to this sender; a crashed sender's lease runs out."""
+    """Lease up to `limit` due e-mails to this sender; a crashed sender's lease runs out.
+
+    A recommendation e-mail whose viewer no longer wants any is skipped instead of leased:
+    the opt-out skips those queued when it happens, this catches any queued before that was
+    so or opted out by another path.
+    """
     now = func.now()
     due = [
         Delivery.status == DeliveryStatus.PENDING,
         Delivery.next_attempt_at <= now,
         or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now),
     ]
-    lease = {"claimed_until": now + timedelta(seconds=settings.delivery_lease_seconds)}
+    unwanted = Delivery.kind.in_(RECOMMENDATION_KINDS) & ~_still_wanted()
+    lease = {
+        "claimed_until": case(
+            (unwanted, None), else_=now + timedelta(seconds=settings.delivery_lease_seconds)
+        ),
+        "status": case((unwanted, DeliveryStatus.SKIPPED.value), else_=Delivery.status),
+        "last_error": case((unwanted, OPTED_OUT), else_=Delivery.last_error),
+    }
     rows = await session.scalars(
         _take(due, Delivery.next_attempt_at, limit, lease).returning(Delivery),
         execution_options={"synchronize_session": False},
     )
-    claimed = sorted(rows.all(), key=lambda d: d.next_attempt_at)
+    claimed = sorted(
+        (d for d in rows.all() if d.status == DeliveryStatus.PENDING),
+        key=lambda d: d.next_attempt_at,
+    )
     await session.commit()
     return claimed
 
 
 def finish(delivery_id: int, status: DeliveryStatus, error: str | None = None) -> Update:
-    """An attempt's outcome, run on its own (autocommit) right after the SMTP reply."""
-    return (
-        update(Delivery)
-        .where(Delivery.delivery_id == delivery_id)
-        .values(
-            status=status,
-            attempts=Delivery.attempts + 1,
-            sent_at=func.now() if status == DeliveryStatus.SENT else None,
-            claimed_until=None,
-            last_error=error,
-        )
+    """An attempt's outcome, run on its own (autocommit) right after the SMTP reply.
+
+    Only a sent e-mail overrides an opt-out that skipped it during the attempt.
+    """
+    statement = update(Delivery).where(Delivery.delivery_id == delivery_id)
+    if status != DeliveryStatus.SENT:
+        statement = statement.where(Delivery.status == DeliveryStatus.PENDING)
+    return statement.values(
+        status=status,
+        attempts=Delivery.attempts + 1,
+        sent_at=func.now() if status == DeliveryStatus.SENT else None,
+        claimed_until=None,
+        last_error=error,
     )
 
 
@@ -530,7 +594,10 @@ def defer(delivery: Delivery, error: str, settings: Settings) -> tuple[Update, d
     next_attempt = now + timedelta(seconds=retry_delay(settings, attempts))
     statement = (
         update(Delivery)
-        .where(Delivery.delivery_id == delivery.delivery_id)
+        .where(
+            Delivery.delivery_id == delivery.delivery_id,
+            Delivery.status == DeliveryStatus.PENDING,
+        )
         .values(
             attempts=attempts, next_attempt_at=next_attempt, claimed_until=None, last_error=error
         )
@@ -542,6 +609,6 @@ def postpone(delivery_ids: Sequence[int], until: datetime) -> Update:
     """Release claimed e-mails not tried because the server is unreachable, without an attempt."""
     return (
         update(Delivery)
-        .where(Delivery.delivery_id.in_(delivery_ids))
+        .where(Delivery.delivery_id.in_(delivery_ids), Delivery.status == DeliveryStatus.PENDING)
         .values(next_attempt_at=until, claimed_until=None)
     )
