@@ -1,11 +1,21 @@
 """Settings of notifications_service."""
 
 from functools import lru_cache
-from typing import ClassVar
+from typing import Annotated, ClassVar, Self
 
-from pydantic import Field, SecretStr
+from pydantic import BeforeValidator, Field, SecretStr, model_validator
 
 from contracts.settings import ServiceSettings
+
+
+def _auto_is_none(value: object) -> object:
+    if isinstance(value, str) and value.strip().lower() in ("", "auto"):
+        return None
+    return value
+
+
+# `auto` (or empty) is None; anything else reads as a bool (true/false, 1/0, yes/no).
+AutoBool = Annotated[bool | None, BeforeValidator(_auto_is_none)]
 
 
 class Settings(ServiceSettings):
@@ -17,7 +27,11 @@ class Settings(ServiceSettings):
     smtp_user: str = ""
     smtp_password: SecretStr = SecretStr("")
     smtp_from: str = "Cinema <no-reply@cinema.local>"
-    smtp_starttls: bool = False
+    # STARTTLS: auto upgrades when the server offers it, and insists when SMTP_USER is set (no
+    # password in clear); true always insists; false never upgrades (a local mail catcher).
+    smtp_starttls: AutoBool = None
+    # Implicit TLS from the first byte (port 465), instead of STARTTLS.
+    smtp_tls: bool = False
     # One SMTP exchange (connect, MAIL, RCPT, DATA) gives up after this many seconds.
     smtp_timeout: float = Field(default=10.0, gt=0)
     # Parallel SMTP connections of one process.
@@ -54,6 +68,21 @@ class Settings(ServiceSettings):
     consumer_patience_seconds: float = Field(default=600.0, ge=0)
     # `immediate` viewers get at most one recommendations e-mail per this many seconds.
     immediate_min_interval_seconds: float = Field(default=3600.0, ge=0)
+
+    @model_validator(mode="after")
+    def _one_kind_of_tls(self) -> Self:
+        if self.smtp_tls and self.smtp_starttls:
+            raise ValueError("SMTP_TLS (implicit TLS) and SMTP_STARTTLS=true exclude each other")
+        return self
+
+    @property
+    def smtp_start_tls(self) -> bool | None:
+        """aiosmtplib's `start_tls`: None upgrades when offered, True insists, False never."""
+        if self.smtp_tls:
+            return False
+        if self.smtp_starttls is None and self.smtp_user:
+            return True
+        return self.smtp_starttls
 
 
 @lru_cache
