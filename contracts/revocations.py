@@ -9,7 +9,9 @@ While the mirror cannot read the stream (not loaded yet, Redis down) it is not `
 the verifier looks the keys up on every request as before, answering 503 if Redis is down.
 
 Entries older than the longest token lifetime plus a margin are trimmed from the stream: by
-then every token they revoke has expired.
+then every token they revoke has expired. The horizon is the same for every entry: trimming by
+an entry's own lifetime (a logout of a token about to expire) would drop older revocations
+still in force, and a mirror started later would never see them.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ logger = logging.getLogger(__name__)
 REVOCATION_STREAM = "auth:revocations"
 # Kept in the stream (and the cut-off key) this long after the tokens' lifetime.
 REVOCATION_MARGIN_SECONDS = 60
+# The longest access-token lifetime fastapi_auth accepts: stream entries are kept this long
+# (plus the margin) whatever they revoke.
+LONGEST_TOKEN_LIFETIME_SECONDS = 3600
 
 
 async def record_revocation(
@@ -55,7 +60,8 @@ async def record_revocation(
             pipe.set(REVOKED_BEFORE_KEY.format(user_id=user_id), repr(not_before), ex=ttl)
             fields["not_before"] = repr(not_before)
         # Stream ids are milliseconds: entries older than any live token's revocation go.
-        oldest = int((time.time() - ttl) * 1000)
+        horizon = max(ttl, LONGEST_TOKEN_LIFETIME_SECONDS + REVOCATION_MARGIN_SECONDS)
+        oldest = int((time.time() - horizon) * 1000)
         pipe.xadd(REVOCATION_STREAM, fields, minid=oldest, approximate=True)  # type: ignore[arg-type]
         await pipe.execute()
 

@@ -5,8 +5,9 @@ from typing import ClassVar
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
+from contracts.revocations import LONGEST_TOKEN_LIFETIME_SECONDS
 from contracts.settings import ServiceSettings
 
 
@@ -21,7 +22,8 @@ class Settings(ServiceSettings):
     first_superuser_email: str = ""
     first_superuser_password: SecretStr = SecretStr("")
 
-    access_token_lifetime_seconds: int = 900
+    # Short-lived: the revocation stream keeps its entries for the longest lifetime allowed.
+    access_token_lifetime_seconds: int = Field(default=900, gt=0, le=LONGEST_TOKEN_LIFETIME_SECONDS)
     reset_token_lifetime_seconds: int = 3600
     confirm_code_ttl_seconds: int = 86400
 

@@ -7,9 +7,15 @@ from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
+from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from contracts.revocations import REVOCATION_STREAM, RevocationMirror, record_revocation
+from contracts.revocations import (
+    LONGEST_TOKEN_LIFETIME_SECONDS,
+    REVOCATION_STREAM,
+    RevocationMirror,
+    record_revocation,
+)
 from contracts.tokens import (
     REVOKED_BEFORE_KEY,
     REVOKED_JTI_KEY,
@@ -128,6 +134,41 @@ async def test_a_mirror_started_later_reads_earlier_revocations(redis: Redis) ->
         await late.stop()
 
 
+async def test_a_short_logout_later_trims_no_revocation_still_in_force(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A password reset cuts the viewer's tokens off for a whole token lifetime...
+    user_id = uuid.uuid4()
+    cutoff = time.time()
+    await record_revocation(redis, user_id, not_before=cutoff, keep_seconds=900)
+    # ...and others are revoked beside it, enough to fill the nodes Redis trims whole.
+    for _ in range(250):
+        await record_revocation(redis, uuid.uuid4(), jti=uuid.uuid4().hex, keep_seconds=900)
+    # Two minutes on, someone logs out a token with 10 s left.
+    later = cutoff + 120
+    monkeypatch.setattr("contracts.revocations.time.time", lambda: later)
+    await record_revocation(redis, uuid.uuid4(), jti=uuid.uuid4().hex, keep_seconds=10)
+    monkeypatch.undo()
+
+    # A process started now (a new replica, a restart) still learns the cut-off.
+    late = RevocationMirror(redis, block_ms=200)
+    late.start()
+    try:
+        await wait_for(lambda: _true(late.live), timeout=5)
+        before = TokenClaims(
+            user_id=user_id,
+            jti=uuid.uuid4().hex,
+            issued_at=cutoff - 1,
+            expires_at=cutoff + 899,
+            email=None,
+            is_superuser=False,
+            is_verified=True,
+        )
+        assert late.is_revoked(before)
+    finally:
+        await late.stop()
+
+
 async def test_mirror_falls_back_to_redis_while_unreadable_and_catches_up(
     settings: Settings, redis: Redis
 ) -> None:
@@ -177,3 +218,9 @@ def _claims(user_id: uuid.UUID, jti: str) -> TokenClaims:
         is_superuser=False,
         is_verified=True,
     )
+
+
+def test_auth_refuses_tokens_longer_lived_than_the_stream_keeps_revocations() -> None:
+    assert Settings(access_token_lifetime_seconds=LONGEST_TOKEN_LIFETIME_SECONDS)
+    with pytest.raises(ValidationError, match="access_token_lifetime_seconds"):
+        Settings(access_token_lifetime_seconds=LONGEST_TOKEN_LIFETIME_SECONDS + 1)
