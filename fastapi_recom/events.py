@@ -52,6 +52,10 @@ async def publish_recommendations(
     await publish_event(broker, recommendations_event(recommendation, titles, trigger))
 
 
+def _fingerprint(recommendation: Recommendation) -> int:
+    return hash(tuple(pick.movie_id for pick in recommendation.picks))
+
+
 class RepeatFilter:
     """Remembers the picks last published per viewer, so a page reload that yields the very same
     list does not post it into the chat room (and an e-mail) again within `seconds`.
@@ -73,8 +77,7 @@ class RepeatFilter:
         if self.seconds <= 0:
             return False
         now = time.monotonic() if now is None else now
-        user = recommendation.user_id.int
-        picks = hash(tuple(p.movie_id for p in recommendation.picks))
+        user, picks = recommendation.user_id.int, _fingerprint(recommendation)
         last = self._last.get(user)
         if last is not None and last[0] == picks and now - last[1] < self.seconds:
             return True
@@ -82,6 +85,13 @@ class RepeatFilter:
         self._last.move_to_end(user)
         self._forget_before(now - self.seconds)
         return False
+
+    def forget(self, recommendation: Recommendation) -> None:
+        """Their publish failed: the next request with the same picks publishes them."""
+        user = recommendation.user_id.int
+        last = self._last.get(user)
+        if last is not None and last[0] == _fingerprint(recommendation):
+            del self._last[user]
 
     def _forget_before(self, cutoff: float) -> None:
         while self._last:
@@ -106,6 +116,7 @@ def publish_in_background(
         try:
             await publish_recommendations(broker, recommendation, titles, "request")
         except PublishFailed as exc:
+            repeats.forget(recommendation)
             now = time.monotonic()
             if now - _last_warning >= _WARN_EVERY:
                 _last_warning = now

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
-from fastapi_recom.events import RepeatFilter
-from fastapi_recom.recommender import Pick, Recommendation
+from contracts.broker import make_broker
+from fastapi_recom import events
+from fastapi_recom.events import RepeatFilter, publish_in_background
+from fastapi_recom.recommender import Pick, Recommendation, TitleCache
+from tests.support import free_port
 
 
 def picks_for(user: uuid.UUID, *films: uuid.UUID) -> Recommendation:
@@ -68,3 +72,20 @@ def test_a_zero_window_publishes_every_time() -> None:
     assert not repeats.is_repeat(picks_for(viewer, film), now=0.0)
     assert not repeats.is_repeat(picks_for(viewer, film), now=0.0)
     assert len(repeats) == 0
+
+
+async def test_picks_whose_publish_failed_are_published_with_the_next_request() -> None:
+    # A broker that never connects: every publish fails (PublishFailed), as in an outage.
+    broker = make_broker(f"amqp://guest:guest@127.0.0.1:{free_port()}/", timeout=1)
+    viewer, film = uuid.uuid4(), uuid.uuid4()
+    repeats = RepeatFilter(seconds=60)
+
+    publish_in_background(broker, picks_for(viewer, film), TitleCache(), repeats)
+    await asyncio.gather(*events._background)
+
+    # Not remembered as published: the reload after the outage posts the picks.
+    assert not repeats.is_repeat(picks_for(viewer, film))
+    assert repeats.is_repeat(picks_for(viewer, film))
+    # Another list published since is not forgotten by a late failure of an older one.
+    repeats.forget(picks_for(viewer, uuid.uuid4()))
+    assert repeats.is_repeat(picks_for(viewer, film))
