@@ -286,6 +286,10 @@ class RatingsConsumer:
                     logger.warning(
                         "database unreachable while stopping: %s events go back", len(batch)
                     )
+                    # Now, not when the channel closes: a later batch's `multiple` ack would
+                    # cover these deliveries too.
+                    for delivery in batch:
+                        _settle(delivery.channel.basic_nack, delivery.delivery_tag, requeue=True)
                     return
                 delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
                 attempt += 1

@@ -315,6 +315,48 @@ async def test_deliveries_are_not_acked_before_their_batch_commits(rabbit: Rabbi
         await wait_for(all_returned, timeout=10)
 
 
+async def test_a_batch_given_up_while_stopping_goes_back_and_no_later_ack_covers_it(
+    rabbit: Rabbit,
+) -> None:
+    """Stopping while the database fails a batch: that batch goes back to the queue. A later
+    batch that still commits is acked with `multiple`, which used to ack the unwritten one too."""
+    gate = asyncio.Event()
+    writes: list[int] = []
+
+    async def write(session: AsyncSession, changes: Sequence[RatingChange]) -> None:
+        writes.append(len(changes))
+        if len(writes) == 1:
+            await gate.wait()
+            raise OSError("database went away")
+        await apply_changes(session, changes)
+
+    at = datetime.now(UTC)
+    first = [rating(uuid.uuid4(), uuid.uuid4(), 5, at) for _ in range(3)]
+    later = rating(uuid.uuid4(), uuid.uuid4(), 6, at)
+    async with own_consumer(rabbit, write, batch_size=3) as consumer:
+        await rabbit.publish_events(first)
+        await wait_for(lambda: _true(writes == [3]), timeout=10)
+        await rabbit.publish_events([later])
+
+        # The later event waits in the consumer's next batch.
+        await wait_for(lambda: _true(len(consumer._pending) == 1), timeout=10)
+        stopping = asyncio.create_task(consumer.stop(timeout=5))
+        await asyncio.sleep(0)
+        gate.set()
+        await stopping
+
+        await wait_stored({(later.user_id, later.movie_id): state_of(later)})
+
+        async def first_back() -> bool:
+            return await rabbit.depth(consumer.queue_name) == len(first)
+
+        await wait_for(first_back, timeout=10)
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
 async def test_upsert_keeps_newest_of_duplicates_within_one_batch() -> None:
     engine = make_engine(get_settings().database_url, pool_size=1)
     user_id, movie_id = uuid.uuid4(), uuid.uuid4()
