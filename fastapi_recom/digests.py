@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 
 from fastapi import FastAPI
 from faststream import AckPolicy
@@ -14,6 +15,7 @@ from pydantic import ValidationError
 from contracts.broker import EVENTS_EXCHANGE, consumer_queue, declare_topology
 from contracts.events import DigestRequested
 from fastapi_recom.events import publish_recommendations
+from fastapi_recom.recommender import Recommendation
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +39,8 @@ def register_digest_consumer(broker: RabbitBroker, app: FastAPI) -> None:
         title="recom.digests",
     )
     async def handle_digest_requested(message: RabbitMessage) -> None:
-        # Redelivery just publishes again: the digest's period lets notifications deduplicate.
+        # A redelivery publishes again, under the same event ids (`_viewer_event_id`), so the
+        # chat room takes each viewer's digest once; the period lets notifications deduplicate.
         try:
             event = DigestRequested.model_validate_json(message.body)
         except ValidationError as exc:
@@ -53,9 +56,23 @@ def register_digest_consumer(broker: RabbitBroker, app: FastAPI) -> None:
         except Exception as exc:  # the database may be down: the picks still go out
             logger.warning("film catalogue not refreshed for a digest: %r", exc)
         strategy = app.state.strategy
-        recommendations = [
-            store.matrix.recommend(user_id, DIGEST_LIMIT, strategy) for user_id in event.user_ids
-        ]
+        recommendations: list[Recommendation] = []
+        for user_id in event.user_ids:
+            recommendations.append(store.matrix.recommend(user_id, DIGEST_LIMIT, strategy))
+            # Milliseconds each on a large set, hundreds a message: requests go on meanwhile.
+            # One `recommend` never yields, so the matrix cannot change under it.
+            await asyncio.sleep(0)
         for recommendation in recommendations:
-            await publish_recommendations(broker, recommendation, store.titles, "digest")
+            await publish_recommendations(
+                broker,
+                recommendation,
+                store.titles,
+                "digest",
+                _viewer_event_id(event, recommendation.user_id),
+            )
         logger.info("digest picks published for %s users", len(event.user_ids))
+
+
+def _viewer_event_id(request: DigestRequested, user_id: uuid.UUID) -> uuid.UUID:
+    """The same for every delivery of one request: fastapi_ws records events by id."""
+    return uuid.uuid5(request.event_id, str(user_id))

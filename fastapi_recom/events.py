@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections import OrderedDict
 from typing import Literal
 
@@ -24,9 +25,14 @@ _last_warning = 0.0
 
 
 def recommendations_event(
-    recommendation: Recommendation, titles: TitleCache, trigger: Literal["request", "digest"]
+    recommendation: Recommendation,
+    titles: TitleCache,
+    trigger: Literal["request", "digest"],
+    event_id: uuid.UUID | None = None,
 ) -> RecommendationsGenerated:
+    """`event_id` given when a redelivery must publish the same event again; a new one if not."""
     return RecommendationsGenerated(
+        event_id=event_id or uuid.uuid4(),
         user_id=recommendation.user_id,
         items=[
             RecommendedItem(
@@ -47,9 +53,10 @@ async def publish_recommendations(
     recommendation: Recommendation,
     titles: TitleCache,
     trigger: Literal["request", "digest"],
+    event_id: uuid.UUID | None = None,
 ) -> None:
     """Publish with confirms; raises PublishFailed (the digest consumer then retries)."""
-    await publish_event(broker, recommendations_event(recommendation, titles, trigger))
+    await publish_event(broker, recommendations_event(recommendation, titles, trigger, event_id))
 
 
 def _fingerprint(recommendation: Recommendation) -> int:

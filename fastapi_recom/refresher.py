@@ -194,6 +194,8 @@ class MatrixStore:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     load_seconds: float | None = None
     _watermark: datetime | None = None
+    # Loaded but not yet served: waiting for its first catalogue read.
+    _built: tuple[RatingMatrix, datetime] | None = None
     _titles_watermark: datetime | None = None
     _last_merge: float = field(default_factory=time.monotonic)
     _last_lag_warning: float = 0.0
@@ -201,8 +203,10 @@ class MatrixStore:
 
     async def start(self) -> None:
         """Try the first load now (so a healthy start serves at once), then refresh forever."""
-        with contextlib.suppress(Exception):
+        try:
             await self._load()
+        except Exception as exc:  # the database may be down: `_run` tries again
+            logger.warning("rating matrix not loaded at start: %r", exc)
         self._task = asyncio.create_task(self._run(), name="recom-refresher")
 
     async def stop(self) -> None:
@@ -212,12 +216,20 @@ class MatrixStore:
                 await self._task
 
     async def _load(self) -> None:
-        started = time.perf_counter()
-        matrix, watermark = await load_matrix(self.engine, self.margin)
-        matrix.use_catalogue(self.titles)  # as known from an earlier load
-        self.matrix, self._watermark = matrix, watermark
+        """Serve the matrix only with the catalogue read: until then a film the catalogue does
+        not list, or withdrew, would be picked. A failed titles read keeps the matrix built,
+        and the next try reads only the titles."""
+        if self._built is None:
+            started = time.perf_counter()
+            matrix, watermark = await load_matrix(self.engine, self.margin)
+            self._built = matrix, watermark
+            self.load_seconds = time.perf_counter() - started
+        matrix, watermark = self._built
         await self.refresh_titles()
-        self.load_seconds = time.perf_counter() - started
+        matrix.use_catalogue(self.titles)
+        # No await from here to `ready`: a matrix served is a store ready (/recom/ready).
+        self.matrix, self._watermark = matrix, watermark
+        self._built = None
         self.ready.set()
         logger.info(
             "rating matrix loaded: %s users, %s films, %s ratings in %.2f s",
