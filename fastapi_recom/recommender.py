@@ -504,25 +504,21 @@ class RatingMatrix:
         grown[: array.shape[0]] = array
         return grown
 
-    def _row_for(self, user_id: uuid.UUID) -> int:
-        row = self.user_index.get(user_id)
-        if row is None:
-            row = self.user_ids.add(user_id)
-            self.user_count = self._grow(self.user_count, row + 1)
-            self.user_norm = self._grow(self.user_norm, row + 1)
-            self.user_norm[row] = 1.0
-            self.user_sq = self._grow(self.user_sq, row + 1)
+    def _add_row(self, user_id: uuid.UUID) -> int:
+        row = self.user_ids.add(user_id)
+        self.user_count = self._grow(self.user_count, row + 1)
+        self.user_norm = self._grow(self.user_norm, row + 1)
+        self.user_norm[row] = 1.0
+        self.user_sq = self._grow(self.user_sq, row + 1)
         return row
 
-    def _col_for(self, movie_id: uuid.UUID) -> int:
-        col = self.movie_index.get(movie_id)
-        if col is None:
-            col = self.movie_ids.add(movie_id)
-            self.movie_count = self._grow(self.movie_count, col + 1)
-            self.movie_sum = self._grow(self.movie_sum, col + 1)
-            self.movie_sq = self._grow(self.movie_sq, col + 1)
-            self.hidden = self._grow(self.hidden, col + 1)
-            self.hidden[col] = self.catalogue.hides(movie_id)
+    def _add_col(self, movie_id: uuid.UUID) -> int:
+        col = self.movie_ids.add(movie_id)
+        self.movie_count = self._grow(self.movie_count, col + 1)
+        self.movie_sum = self._grow(self.movie_sum, col + 1)
+        self.movie_sq = self._grow(self.movie_sq, col + 1)
+        self.hidden = self._grow(self.hidden, col + 1)
+        self.hidden[col] = self.catalogue.hides(movie_id)
         return col
 
     def use_catalogue(self, catalogue: TitleCache) -> None:
@@ -553,8 +549,16 @@ class RatingMatrix:
 
     def apply(self, user_id: uuid.UUID, movie_id: uuid.UUID, score: int) -> bool:
         """Set the newest state of one rating (score 0 = deleted); idempotent. True if it changed."""
-        row = self._row_for(user_id)
-        col = self._col_for(movie_id)
+        row = self.user_index.get(user_id)
+        col = self.movie_index.get(movie_id)
+        if row is None or col is None:
+            # Deleting a rating of a viewer or film never seen changes nothing. A row or column
+            # for it would stay for good, and every request pays per film (DELETE of any id
+            # answers 202, so anyone could grow every replica's matrix).
+            if score == 0:
+                return False
+            row = self._add_row(user_id) if row is None else row
+            col = self._add_col(movie_id) if col is None else col
         old = self.value(row, col)
         if old == score:
             return False
@@ -892,12 +896,18 @@ class RatingMatrix:
         return _with_changes(rows, data, self._overlay_by_movie.get(col))
 
     def user_ratings(self, user_id: uuid.UUID) -> list[tuple[uuid.UUID, int]]:
-        """What recom holds for one viewer, as (movie_id, score), in film-index order."""
+        """What recom holds for one viewer, as (movie_id, score), by film id: the same order on
+        every replica (film columns are numbered by id at a load, by arrival after it), so the
+        router's pages neither repeat nor skip a film from one replica to the next."""
         row = self.user_index.get(user_id)
         if row is None:
             return []
         cols, scores = self.user_vector(row)
-        return [(self._movie_id(c), s) for c, s in zip(cols.tolist(), scores.tolist(), strict=True)]
+        order = np.argsort(self.movie_ids.raw(cols), kind="stable")
+        return [
+            (self._movie_id(c), s)
+            for c, s in zip(cols[order].tolist(), scores[order].tolist(), strict=True)
+        ]
 
 
 @dataclass(frozen=True, slots=True)

@@ -201,6 +201,32 @@ async def test_user_ratings_lists_what_recom_holds_paged() -> None:
     assert len(second.json()["items"]) == 1
 
 
+async def test_user_ratings_pages_follow_film_ids_whatever_order_the_films_arrived_in() -> None:
+    """Films held at start-up are indexed by id, films rated later by arrival; the pages follow
+    the film ids either way, so paging across replicas neither repeats nor skips a film."""
+    user = uuid.uuid4()
+    films = sorted(uuid.uuid4() for _ in range(6))
+    await put_ratings([(user, film, 6) for film in films[::2]])
+    headers = bearer(make_token(user))
+    async with recom_client() as client:
+        await wait_for(lambda: is_ready(client), timeout=15)
+        for held, film in enumerate(reversed(films[1::2]), start=4):
+            await put_ratings([(user, film, 7)])
+
+            async def arrived(held: int = held) -> bool:
+                page = await client.get(f"/recom/v1/user/{user}/ratings", headers=headers)
+                return page.json()["total"] == held
+
+            await wait_for(arrived, timeout=10)
+        pages = [
+            await client.get(f"/recom/v1/user/{user}/ratings?size=4&page={page}", headers=headers)
+            for page in (1, 2)
+        ]
+    assert [r.status_code for r in pages] == [200, 200]
+    listed = [(item["movie_id"], item["score"]) for r in pages for item in r.json()["items"]]
+    assert listed == [(str(film), 6 if i % 2 == 0 else 7) for i, film in enumerate(films)]
+
+
 async def test_similar_movies_ranked_by_column_cosine_and_404_when_unknown() -> None:
     users, movies, ratings = hand_made_set()
     await put_ratings(ratings)

@@ -519,3 +519,63 @@ def test_once_the_catalogue_lists_films_those_it_does_not_list_are_never_picked(
     m.catalogue_changed([M4, M5])
     # B (now 6 films) ties m4 and the late film; the smaller id goes first.
     assert [p.movie_id for p in m.recommend(A, 3, strategy).picks] == [M5, M4, listed_late]
+
+
+def test_deleting_ratings_of_unknown_films_or_viewers_leaves_the_matrix_as_it_was() -> None:
+    """DELETE /ugc/v1/ratings/{any id} answers 202, and the refresher applies score 0: no row
+    or column is made for it, as every later request would pay per film for it."""
+    m = matrix()
+    strategy = Strategy(neighbours=3, min_ratings=1, popular_min_ratings=1)
+
+    def answers() -> list[object]:
+        out: list[object] = [[(p.movie_id, p.score) for p in m.general(10, strategy)]]
+        for user in (A, B, C, D, E):
+            out.append([(p.movie_id, p.score) for p in m.recommend(user, 5, strategy).picks])
+            out.append(m.user_ratings(user))
+        return out
+
+    before = answers()
+    shape = (m.n_users, m.n_movies, len(m.hidden), m.nbytes())
+    rng = random.Random(5)
+    for _ in range(500):
+        unknown_film, unknown_viewer = (uuid.UUID(int=rng.getrandbits(128)) for _ in range(2))
+        assert m.apply(A, unknown_film, 0) is False
+        assert m.apply(unknown_viewer, M1, 0) is False
+        assert m.apply(unknown_viewer, unknown_film, 0) is False
+    assert (m.n_users, m.n_movies, len(m.hidden), m.nbytes()) == shape
+    assert (m.version, m.overlay_size) == (0, 0)
+    assert answers() == before
+    # A rating of a new film still makes its column, and deleting it again is a change.
+    late = uuid.UUID(int=rng.getrandbits(128))
+    assert m.apply(A, late, 7) is True
+    assert m.n_movies == shape[1] + 1
+    assert m.apply(A, late, 0) is True
+    assert [movie for movie, _ in m.user_ratings(A)] == [M1, M2, M3]
+
+
+def test_a_viewers_ratings_are_listed_by_film_id_whatever_order_the_films_were_indexed() -> None:
+    """A worker that loaded the ratings numbers films by id, one that received them later by
+    arrival: both list a viewer's ratings by film id, so pages served by either agree."""
+    rng = random.Random(8)
+    user, other = uuid.UUID(int=rng.getrandbits(128)), uuid.UUID(int=rng.getrandbits(128))
+    films = [uuid.UUID(int=rng.getrandbits(128)) for _ in range(40)]
+    triples = [(user, film, rng.randint(1, 10)) for film in films]
+    triples += [(other, film, 5) for film in films[::3]]
+    loaded = RatingMatrix.from_triples(sorted(triples, key=lambda t: t[1]))
+    arrived = RatingMatrix.from_triples(triples[-5:])
+    for triple in reversed(triples):
+        arrived.apply(*triple)
+    assert [loaded.movie_ids[c] for c in range(40)] != [arrived.movie_ids[c] for c in range(40)]
+    by_id = sorted((film, score) for u, film, score in triples if u == user)
+    assert loaded.user_ratings(user) == by_id
+    assert arrived.user_ratings(user) == by_id
+    # Through the overlay and after a merge alike.
+    arrived.apply(user, films[0], 0)
+    loaded.apply(user, films[0], 0)
+    assert (
+        arrived.user_ratings(user)
+        == loaded.user_ratings(user)
+        == [r for r in by_id if r[0] != films[0]]
+    )
+    arrived.merge()
+    assert arrived.user_ratings(user) == loaded.user_ratings(user)
