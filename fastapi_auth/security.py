@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import hmac
 import json
 import unicodedata
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -25,6 +26,7 @@ from fastapi_users.manager import BaseUserManager
 from fastapi_users.password import PasswordHelper
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
+from pydantic import SecretStr
 
 from contracts.events import utcnow
 from contracts.tokens import ALGORITHM, TokenClaims, TokenVerifier
@@ -108,6 +110,14 @@ class PasswordHasher(PasswordHelper):
 PASSWORD_HASHER = PasswordHasher()
 
 
+def address_fingerprint(email: str, secret: str | SecretStr) -> str:
+    """A keyed digest of the address exactly as stored: it binds a password-reset token to the
+    address it was sent to without showing the address to whoever holds the token."""
+    key = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
+    message = b"reset-address:" + email.encode()
+    return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
+
+
 @dataclass(frozen=True)
 class SigningKeys:
     """The RS256 key pair, parsed once, with its key id and public JWK set."""
@@ -143,7 +153,8 @@ class AccessTokenStrategy(JWTStrategy[User, uuid.UUID]):
 
     Reading goes through the shared `contracts.tokens.TokenVerifier`, so a token revoked
     by logout or a password reset is refused here exactly as in the other services.
-    Logging out (`destroy_token`) hands the token's claims to `revoke`.
+    Logging out (`destroy_token`) hands the token's claims to `revoke`. A token's `iat` is
+    `issued_at()`: the login's time from before it read the user row (see `UserManager`).
     """
 
     def __init__(
@@ -152,6 +163,7 @@ class AccessTokenStrategy(JWTStrategy[User, uuid.UUID]):
         verifier: TokenVerifier,
         settings: Settings,
         revoke: Callable[[TokenClaims], Awaitable[None]],
+        issued_at: Callable[[], datetime] = utcnow,
     ) -> None:
         super().__init__(
             secret=settings.private_key_pem,
@@ -163,9 +175,10 @@ class AccessTokenStrategy(JWTStrategy[User, uuid.UUID]):
         self.keys = keys
         self.verifier = verifier
         self.revoke = revoke
+        self.issued_at = issued_at
 
     async def write_token(self, user: User) -> str:
-        now = utcnow()
+        now = self.issued_at()
         payload = {
             "sub": str(user.id),
             "aud": self.token_audience[0],

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
 
+import jwt
 from fastapi import Depends, Request, Response
 from fastapi.security import OAuth2PasswordRequestForm
 from fastapi_users import FastAPIUsers, exceptions
 from fastapi_users.authentication import AuthenticationBackend, BearerTransport
+from fastapi_users.jwt import decode_jwt, generate_jwt
 from fastapi_users.manager import BaseUserManager, UUIDIDMixin
 from fastapi_users.schemas import BaseUserCreate
 from fastapi_users_db_sqlalchemy import SQLAlchemyUserDatabase
@@ -22,7 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from contracts.events import Event, PasswordResetRequested, UserRegistered, UserVerified
+from contracts.events import Event, PasswordResetRequested, UserRegistered, UserVerified, utcnow
 from contracts.resources import SessionDep
 from contracts.tokens import TokenClaims, TokenVerifier, record_confirmation
 from fastapi_auth.config import Settings
@@ -35,6 +39,7 @@ from fastapi_auth.security import (
     AccessTokenStrategy,
     PasswordHasher,
     SigningKeys,
+    address_fingerprint,
     normalize_password,
     password_problem,
 )
@@ -56,6 +61,8 @@ CONFIRM_PATH = f"{PREFIX}/s/"
 RESET_PAGE_PATH = f"{PREFIX}/reset"
 
 UNIQUE_VIOLATION = "23505"
+# Claim of a password-reset token: the fingerprint of the address the link was sent to.
+RESET_ADDRESS_CLAIM = "email_fgpt"
 
 
 @dataclass(frozen=True)
@@ -125,6 +132,7 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
         super().__init__(user_db, PASSWORD_HASHER)
         self.context = context
         self.client_address = client_address
+        self.credentials_read_at: datetime | None = None
         settings = context.settings
         self.reset_password_token_secret = settings.secret_key
         self.reset_password_token_lifetime_seconds = settings.reset_token_lifetime_seconds
@@ -186,6 +194,10 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
     async def authenticate(self, credentials: OAuth2PasswordRequestForm) -> User | None:
         throttle = self.context.throttle
         await throttle.check(credentials.username, self.client_address)
+        # Taken before the row is read and used as the token's `iat`: a login that read the
+        # row as it was before a password change or deactivation gets a token issued before
+        # the change's revocation cut-off, recorded once more after its commit (`_update`).
+        self.credentials_read_at = utcnow()
         user = await self._check_credentials(credentials.username, credentials.password)
         if user is None:
             await throttle.record_failure(credentials.username, self.client_address)
@@ -211,14 +223,51 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
             await self.user_db.update(user, {"hashed_password": new_hash})
         return user
 
+    def token_issued_at(self) -> datetime:
+        """The `iat` of the token a login issues (see `authenticate`)."""
+        return self.credentials_read_at or utcnow()
+
     async def _update(self, user: User, update_dict: dict[str, Any]) -> User:
         update = dict(update_dict)
-        events: list[Event] = []
         password = update.pop("password", None)
         if password is not None:
             await self.validate_password(password, user)
             update["hashed_password"] = await self.password_helper.hash_async(password)
-        if password is not None or (update.get("is_active") is False and user.is_active):
+        try:
+            # Decide on the row as it is now, locked until the commit: the copy loaded earlier
+            # may predate a concurrent confirmation, and SQLAlchemy leaves out a column whose
+            # new value equals the stale one (a new address would stay verified).
+            locked = await self.user_db.get_for_update(user.id)
+            if locked is None:
+                raise exceptions.UserNotExists
+            was_verified = locked.is_verified
+            revokes_all = (
+                password is not None
+                or (update.get("is_active") is False and locked.is_active)
+                # A demoted superuser's tokens say is_superuser: true until they expire.
+                or (update.get("is_superuser") is False and locked.is_superuser)
+            )
+            events = await self._update_events(locked, update, revokes_all=revokes_all)
+            stage(self.session, *events)
+            updated = await self.user_db.update(locked, update)
+        except Exception:
+            await self.session.rollback()
+            raise
+        if revokes_all:
+            await self._revoke_all_again(updated.id)
+        if events:
+            self.context.relay.wake()
+        if updated.is_verified != was_verified:  # confirmed, or unconfirmed by a new address
+            await self._note_confirmation(updated.id, updated.is_verified)
+        return updated
+
+    async def _update_events(
+        self, user: User, update: dict[str, Any], *, revokes_all: bool
+    ) -> list[Event]:
+        """The events of an update of the locked `user`; a new address in `update` also
+        makes it unconfirmed, as in fastapi-users (unless a superuser says otherwise)."""
+        events: list[Event] = []
+        if revokes_all:
             events.append(await self._revoke_all(user.id))
         if update.get("is_verified") and not user.is_verified:
             events.append(
@@ -229,39 +278,42 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
                 )
             )
         new_email = update.get("email")
-        if new_email is not None and new_email != user.email:
+        if (
+            new_email is not None
+            and new_email != user.email
+            and await self._is_new_address(user, new_email)
+        ):
+            update.setdefault("is_verified", False)
             events.extend(await self._new_address_events(user, new_email, update))
-        stage(self.session, *events)
-        was_verified = user.is_verified
+        return events
+
+    async def _is_new_address(self, user: User, email: str) -> bool:
+        """False for the user's own address in other letter case: a cosmetic change that keeps
+        the confirmation. Raises UserAlreadyExists for another user's address.
+
+        Checked before the link is sent: a refused change must not spend the link cooldown
+        that the corrected one needs. "The same address" is what the lookup (and the unique
+        index) take as one: equal in lower case.
+        """
         try:
-            updated = await super()._update(user, update)
-        except Exception:
-            await self.session.rollback()
-            raise
-        if events:
-            self.context.relay.wake()
-        if updated.is_verified != was_verified:  # confirmed, or unconfirmed by a new address
-            await self._note_confirmation(updated.id, updated.is_verified)
-        return updated
+            holder = await self.get_by_email(email)
+        except exceptions.UserNotExists:
+            return True
+        if holder.id != user.id:
+            raise exceptions.UserAlreadyExists
+        return False
 
     async def _new_address_events(
         self, user: User, email: str, update: dict[str, Any]
     ) -> list[Event]:
-        """fastapi-users takes a new address unconfirmed: send it a short link of its own, in
-        the change's transaction (the old address's links confirm nothing any more). A
-        confirmed old address is named in the event, to be told of the change.
+        """Send a new address a short link of its own, in the change's transaction (the old
+        address's links confirm nothing any more). A confirmed old address is named in the
+        event, to be told of the change.
 
-        The address is checked before, as fastapi-users checks it after: a refused change must
-        not spend the link cooldown that the corrected one needs. A change away from a confirmed
-        address is sent whatever the cooldown, or its notice would be lost; it cannot be
-        repeated without a confirmation in between, as the new address is unconfirmed.
+        A change away from a confirmed address is sent whatever the cooldown, or its notice
+        would be lost; it cannot be repeated without a confirmation in between, as the new
+        address is unconfirmed.
         """
-        try:
-            await self.get_by_email(email)
-        except exceptions.UserNotExists:
-            pass
-        else:
-            raise exceptions.UserAlreadyExists
         if update.get("is_verified"):
             return []
         allowed = await self._mail_allowed("confirm", user.id)  # spends the cooldown either way
@@ -298,6 +350,16 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
             token_lifetime=self.context.settings.access_token_lifetime_seconds,
         )
 
+    async def _revoke_all_again(self, user_id: uuid.UUID) -> None:
+        """The cut-off once more, after the change's commit: a login that read the row before
+        the commit issued its token (`iat` from before the read) before this cut-off. The
+        event staged with the first one stands; fastapi_ws re-checks open sockets against
+        Redis. The change is committed, so Redis failing now is logged, not answered 500."""
+        try:
+            await self._revoke_all(user_id)
+        except (RedisError, OSError) as exc:
+            logger.warning("second revocation cut-off of %s not recorded: %r", user_id, exc)
+
     async def revoke(self, claims: TokenClaims) -> None:
         """Logout: this token is refused everywhere from now on."""
         await self._commit_events(await revoke_token(self.context.redis, claims))
@@ -333,9 +395,47 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
         return verified
 
     async def forgot_password(self, user: User, request: Request | None = None) -> None:
-        if user.is_active and not await self._mail_allowed("reset", user.id):
+        """fastapi-users' reset token, bound also to the address it is sent to: the link must
+        not outlive a move away from that mailbox (often made because it was compromised)."""
+        if not user.is_active:
+            raise exceptions.UserInactive
+        if not await self._mail_allowed("reset", user.id):
             return
-        await super().forgot_password(user, request)
+        secret = self.reset_password_token_secret
+        token_data = {
+            "sub": str(user.id),
+            "password_fgpt": await self.password_helper.hash_async(user.hashed_password),
+            RESET_ADDRESS_CLAIM: address_fingerprint(user.email, secret),
+            "aud": self.reset_password_token_audience,
+        }
+        token = generate_jwt(token_data, secret, self.reset_password_token_lifetime_seconds)
+        await self.on_after_forgot_password(user, token, request)
+
+    async def reset_password(
+        self, token: str, password: str, request: Request | None = None
+    ) -> User:
+        """fastapi-users' reset, with a token refused as any bad one (400
+        RESET_PASSWORD_BAD_TOKEN) once the account's address is not the one it was sent to.
+        A change of the address's letter case voids it too: cheap, and errs on the safe side."""
+        secret = self.reset_password_token_secret
+        try:
+            data = decode_jwt(token, secret, [self.reset_password_token_audience])
+            user_id = self.parse_id(data["sub"])
+            sent_to = str(data[RESET_ADDRESS_CLAIM])
+        except (jwt.PyJWTError, KeyError, exceptions.InvalidID) as exc:
+            raise exceptions.InvalidResetPasswordToken from exc
+        # Locked until the new password is committed: no address change can come in between.
+        user = await self.user_db.get_for_update(user_id)
+        if user is None or not hmac.compare_digest(
+            sent_to, address_fingerprint(user.email, secret)
+        ):
+            await self.session.rollback()
+            raise exceptions.InvalidResetPasswordToken
+        try:
+            return await super().reset_password(token, password, request)
+        except Exception:
+            await self.session.rollback()
+            raise
 
     async def _mail_allowed(self, kind: str, user_id: uuid.UUID) -> bool:
         # The answer is 202 either way: a skipped e-mail reveals nothing.
@@ -357,6 +457,7 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
         stage(self.session, await self._revoke_all(user.id))
 
     async def on_after_delete(self, user: User, request: Request | None = None) -> None:
+        await self._revoke_all_again(user.id)
         self.context.relay.wake()
 
 
@@ -386,7 +487,9 @@ UserManagerDep = Annotated[UserManager, Depends(get_user_manager)]
 
 
 def get_strategy(context: ContextDep, manager: UserManagerDep) -> AccessTokenStrategy:
-    return AccessTokenStrategy(context.keys, context.verifier, context.settings, manager.revoke)
+    return AccessTokenStrategy(
+        context.keys, context.verifier, context.settings, manager.revoke, manager.token_issued_at
+    )
 
 
 class NoStoreBearerTransport(BearerTransport):

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import aio_pika
 import pytest
@@ -17,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 from redis.asyncio import Redis
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts.app import create_app
@@ -25,7 +26,7 @@ from contracts.broker import EVENTS_EXCHANGE
 from contracts.tokens import CurrentUser, SuperUser, TokenVerifier
 from fastapi_auth.config import get_settings
 from fastapi_auth.main import app as auth_app
-from fastapi_auth.models import OutboxEvent
+from fastapi_auth.models import OutboxEvent, User
 from tests.support import bearer, wait_for
 
 PASSWORD = "sunlit-otter-harbour-42"
@@ -59,6 +60,18 @@ async def login(client: AsyncClient, email: str, password: str = PASSWORD) -> st
     assert response.status_code == 200, response.text
     token: str = response.json()["access_token"]
     return token
+
+
+async def create_superuser(client: AsyncClient, sessions: async_sessionmaker[AsyncSession]) -> str:
+    """A registered user promoted in the database; returns its token."""
+    email = new_email()
+    user = await register(client, email)
+    async with sessions() as session:
+        await session.execute(
+            update(User).where(User.id == uuid.UUID(user["id"])).values(is_superuser=True)
+        )
+        await session.commit()
+    return await login(client, email)
 
 
 def code_of(confirm_url: str) -> str:
@@ -122,6 +135,11 @@ class EventTap:
         """The code of the short link sent to this user on sign-up."""
         registered = await self.wait_for("auth.user.registered", user_id=user_id)
         return code_of(registered["confirm_url"])
+
+
+def reset_token_of(reset_url: str) -> str:
+    """The token of a password-reset link (it travels in the fragment)."""
+    return parse_qs(urlsplit(reset_url).fragment)["token"][0]
 
 
 async def outbox_count(

@@ -5,14 +5,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import jwt
 from httpx import AsyncClient
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fastapi_auth.config import Settings
-from fastapi_auth.models import User
 from tests.auth.helpers import (
     PASSWORD,
     EventTap,
+    create_superuser,
     foreign_private_key,
     login,
     new_email,
@@ -23,18 +22,6 @@ from tests.support import bearer, make_token
 
 REVOKED = {"detail": "TOKEN_REVOKED"}
 NEW_PASSWORD = "a-brand-new-passphrase-7"
-
-
-async def create_superuser(client: AsyncClient, sessions: async_sessionmaker[AsyncSession]) -> str:
-    """A registered user promoted in the database; returns its token."""
-    email = new_email()
-    user = await register(client, email)
-    async with sessions() as session:
-        await session.execute(
-            update(User).where(User.id == uuid.UUID(user["id"])).values(is_superuser=True)
-        )
-        await session.commit()
-    return await login(client, email)
 
 
 async def test_login_token_carries_shared_claims(client: AsyncClient, settings: Settings) -> None:
