@@ -17,7 +17,9 @@ class Base(DeclarativeBase):
 # below it later: a reader that reads "stamp >= previous horizon" after taking the horizon in
 # its own statement never skips a late commit, however long the writing transaction ran. The
 # bound `clock_timestamp() - $1` covers a transaction not yet shown in pg_stat_activity. Seeing
-# other sessions' transactions needs the same role as the writers or pg_read_all_stats.
+# other sessions' transactions needs the same role as the writers or pg_read_all_stats: true of
+# recom's own database, not of the content database, whose writers use a role of their own; the
+# ETL takes its horizon from pg_locks instead (fastapi_recom.etl.OPEN_TRANSACTIONS).
 HORIZON = """
 SELECT least(
     (SELECT min(xact_start) FROM pg_stat_activity

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,6 @@ from tqdm import tqdm
 
 from contracts.app import Degraded
 from fastapi_recom.config import Settings
-from fastapi_recom.db import HORIZON
 
 logger = logging.getLogger(__name__)
 
@@ -33,19 +32,44 @@ LINK_TABLES = ("genre_film_work", "person_film_work")
 # Below every real (modified, id): where a table without a saved watermark starts.
 ORIGIN = (datetime(1, 1, 1, tzinfo=UTC), uuid.UUID(int=0))
 
-# Seconds a new transaction may take to show in pg_stat_activity after its start time (see
-# HORIZON below); generous, as it only delays changes by this much.
+# Seconds a new transaction may take to show in pg_locks after its start time (see
+# OPEN_TRANSACTIONS below); generous, as it only delays changes by this much.
 REPORTING_MARGIN = 1.0
 
 # Only one recom replica runs the ETL at a time (a session-level advisory lock in recom's DB).
 LOCK_KEY = 0x5EC0_E71
 
-# Late commits: each pass reads only rows with `modified` below the horizon (fastapi_recom.db),
-# taken in its own statement before any data, so the (modified, id) keyset never skips a late
-# commit and never rereads a table. A bare `now() - safety lag` would lose rows of transactions
-# longer than the lag, and the txid/xmin horizon alone cannot be tied to a `modified` keyset
-# without a column of txids. The price: a transaction left open in the content database holds
-# the ETL back, which /ready reports as lagging; prepared (two-phase) transactions are not seen.
+# Late commits: each pass reads only rows with `modified` below the horizon, a time before the
+# start of every transaction still open in the content database, taken in its own statement
+# before any data; so the (modified, id) keyset never skips a late commit and never rereads a
+# table. A bare `now() - safety lag` would lose rows of transactions longer than the lag.
+#
+# The horizon needs no privilege. pg_stat_activity hides `xact_start` of other roles' sessions
+# (unless the ETL's role has pg_read_all_stats), and the content database's writers use a role
+# of their own. Snapshots (pg_current_snapshot) do not help either: a transaction gets its txid
+# at its first write, possibly long after the start that stamps its `modified`. But every
+# transaction holds a lock on its own virtual transaction id from its start, and pg_locks shows
+# those to everyone. So each pass notes the open virtual ids: a transaction open now that an
+# earlier pass did not see started after that pass (`_OpenTransactions`); one open since before
+# this ETL's first pass holds the horizon where it is until it ends. Where `xact_start` is
+# visible it is used as is. VACUUM (never inside a transaction block) holds nothing back. The
+# price: a transaction left open in the content database holds the ETL back, which /ready
+# reports as lagging; prepared (two-phase) transactions are not seen.
+OPEN_TRANSACTIONS = """
+WITH open AS (
+    SELECT l.virtualtransaction AS vxid, a.xact_start
+    FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid
+    WHERE l.locktype = 'virtualxid' AND l.virtualxid = l.virtualtransaction
+      AND a.datname = current_database() AND l.pid <> pg_backend_pid()
+      AND coalesce(a.backend_type, 'client backend') = 'client backend'
+      AND l.pid NOT IN (SELECT pid FROM pg_stat_progress_vacuum)
+)
+SELECT statement_timestamp() AS taken, clock_timestamp() AS now,
+    coalesce(array_agg(vxid), '{}') AS open,
+    coalesce(array_agg(vxid) FILTER (WHERE xact_start IS NULL), '{}') AS unseen,
+    min(xact_start) AS oldest_seen
+FROM open
+"""
 
 KEYSET = " WHERE (modified, id) > ($1, $2) AND modified < $3 ORDER BY modified, id LIMIT $4"
 EXTRACT = {
@@ -179,6 +203,52 @@ class _Pass:
     progress: tqdm[Any] | None = None
 
 
+@dataclass(frozen=True, eq=False)
+class _Sample:
+    """The virtual ids of the transactions open in the content database at `taken`."""
+
+    taken: datetime
+    open: frozenset[str]
+
+
+class _OpenTransactions:
+    """Lower bounds of open transactions' starts from the passes' samples (see OPEN_TRANSACTIONS).
+
+    Virtual ids are never reused while the server runs (PostgreSQL keeps each backend slot's
+    counter), so an id open now and missing from an earlier sample started after that sample.
+    After a server restart an old id may come back: it then finds an older sample, which only
+    holds the horizon back further."""
+
+    def __init__(self) -> None:
+        self._samples: list[_Sample] = []
+
+    @property
+    def first_taken(self) -> datetime | None:
+        return self._samples[0].taken if self._samples else None
+
+    def oldest_start(
+        self, taken: datetime, open_now: Sequence[str], unseen: Sequence[str]
+    ) -> datetime | None:
+        """At or before the start of each transaction in `unseen` (all open at `taken`); None if
+        one was open in every sample so far. Records this sample."""
+        oldest: datetime | None = taken
+        keep: list[_Sample] = []
+        for vxid in unseen:
+            since = next((s for s in reversed(self._samples) if vxid not in s.open), None)
+            if since is None:
+                oldest = None
+            elif oldest is not None:
+                oldest = min(oldest, since.taken)
+            if since is not None and since not in keep:
+                keep.append(since)
+        # Only the samples that bound an open transaction can bound it again; a transaction that
+        # opens later is missing from this one. The first stays for how long a hold lasted.
+        first = self._samples[:1]
+        self._samples = [s for s in self._samples if s in keep or s in first]
+        self._samples.append(_Sample(taken, frozenset(open_now)))
+        return oldest
+
+
 class CatalogueEtl:
     """Incremental copy of the content database into recom's catalogue tables."""
 
@@ -206,6 +276,10 @@ class CatalogueEtl:
         self._target: asyncpg.Connection | None = None
         self._last_success: float | None = None
         self._horizon_lag = 0.0
+        # The newest horizon found safe: every transaction that started before it has ended.
+        self._horizon = ORIGIN[0]
+        self._open = _OpenTransactions()
+        self._told_unseen = False
         self._problem: str | None = None
         self._retry_at = 0.0
         self._standby = False
@@ -285,7 +359,7 @@ class CatalogueEtl:
         self._standby = False
         try:
             with _source_errors():
-                horizon, now = await source.fetchrow(HORIZON, self.horizon_margin)
+                horizon, lag = self._next_horizon(await source.fetchrow(OPEN_TRANSACTIONS))
             state = {
                 r["source_table"]: (r["watermark"], r["last_id"])
                 for r in await target.fetch(
@@ -318,7 +392,7 @@ class CatalogueEtl:
         finally:
             await target.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
         self._last_success = time.monotonic()
-        self._horizon_lag = max(0.0, (now - horizon).total_seconds() - self.horizon_margin)
+        self._horizon_lag = lag
         if report.changed:
             logger.info(
                 "catalogue ETL pass in %.2f s: read %s; films loaded %s, deleted %s; "
@@ -333,6 +407,30 @@ class CatalogueEtl:
                 report.persons_deleted,
             )
         return report
+
+    def _next_horizon(self, sample: asyncpg.Record) -> tuple[datetime, float]:
+        """This pass's horizon from its OPEN_TRANSACTIONS sample, and how many seconds open
+        transactions hold it behind the sample."""
+        if sample["unseen"] and not self._told_unseen:
+            self._told_unseen = True
+            logger.info(
+                "catalogue ETL: the content database hides other roles' transaction starts from "
+                "this role; it bounds them by its own passes instead, so a transaction open "
+                "before its first pass holds it back until that transaction ends (GRANT "
+                "pg_read_all_stats TO the ETL's role to see them)"
+            )
+        oldest = self._open.oldest_start(sample["taken"], sample["open"], sample["unseen"])
+        if oldest is not None:
+            horizon = oldest - timedelta(seconds=self.horizon_margin)
+            if sample["oldest_seen"] is not None:
+                horizon = min(horizon, sample["oldest_seen"])
+            self._horizon = max(self._horizon, horizon)
+        # Before this ETL first moved its horizon, a hold is known to last since its first sample.
+        if self._horizon > ORIGIN[0]:
+            held_from = self._horizon + timedelta(seconds=self.horizon_margin)
+        else:
+            held_from = self._open.first_taken or sample["now"]
+        return self._horizon, max(0.0, (sample["now"] - held_from).total_seconds())
 
     async def _connect(self) -> tuple[asyncpg.Connection, asyncpg.Connection]:
         if self._source is None or self._source.is_closed():

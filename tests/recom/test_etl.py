@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from contextlib import suppress
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -13,7 +15,7 @@ from httpx import ASGITransport, AsyncClient
 from sqlalchemy.engine import make_url
 
 from fastapi_recom.config import get_settings
-from fastapi_recom.etl import CatalogueEtl, SourceUnavailable
+from fastapi_recom.etl import CatalogueEtl, SourceUnavailable, _OpenTransactions
 from fastapi_recom.main import app
 from tests.recom.catalogue_support import (
     content,
@@ -322,6 +324,122 @@ async def test_open_transaction_holding_the_horizon_is_reported_as_lagging(
     finally:
         await slow.close()
         await etl.close()
+
+
+@asynccontextmanager
+async def content_role(admin: asyncpg.Connection, *, write: bool) -> AsyncIterator[str]:
+    """The URL of a login role of the test's own on the content database, as the cinema's admin
+    application (`write`) or a read-only ETL has: without pg_read_all_stats, so other roles'
+    `xact_start` in pg_stat_activity is NULL to it."""
+    name = f"cinema_content_{uuid.uuid4().hex[:8]}"
+    password = uuid.uuid4().hex
+    rights = "SELECT, INSERT, UPDATE, DELETE" if write else "SELECT"
+    await admin.execute(f"CREATE ROLE {name} LOGIN NOSUPERUSER PASSWORD '{password}'")
+    try:
+        await admin.execute(f"GRANT USAGE ON SCHEMA content TO {name}")
+        await admin.execute(f"GRANT {rights} ON ALL TABLES IN SCHEMA content TO {name}")
+        assert not await admin.fetchval(
+            "SELECT pg_has_role($1, 'pg_read_all_stats', 'MEMBER')", name
+        )
+        url = make_url(get_settings().content_dsn).set(username=name, password=password)
+        yield url.render_as_string(hide_password=False)
+    finally:
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE usename = $1",
+            name,
+        )
+        await admin.execute(f"DROP OWNED BY {name}")
+        await admin.execute(f"DROP ROLE {name}")
+
+
+@asynccontextmanager
+async def etl_blind_to_writer(
+    admin: asyncpg.Connection,
+) -> AsyncIterator[tuple[CatalogueEtl, asyncpg.Connection]]:
+    """An ETL and a writer session (the admin application's), each with a role of its own: the
+    writer's transaction start is hidden from the ETL."""
+    async with (
+        content_role(admin, write=True) as writer_url,
+        content_role(admin, write=False) as reader_url,
+    ):
+        etl = make_etl(reader_url)
+        writer = await asyncpg.connect(writer_url)
+        try:
+            yield etl, writer
+        finally:
+            await writer.close()
+            await etl.close()
+
+
+async def test_late_commit_of_another_role_reaches_catalogue_when_etl_cannot_see_its_start(
+    content: asyncpg.Connection, recom: asyncpg.Connection
+) -> None:
+    edited = await create_film(content, "Draft title")
+    doomed = await create_film(content, "Withdrawn by the slow editor")
+    gone_meanwhile = await create_film(content, "Withdrawn meanwhile")
+    async with etl_blind_to_writer(content) as (etl, slow):
+        await etl.run_once()
+        transaction = slow.transaction()
+        await transaction.start()
+        # Stamped with this transaction's start (`modified := now()`).
+        await slow.execute(
+            "UPDATE content.film_work SET title = 'Final title' WHERE id = $1", edited
+        )
+        await slow.execute("DELETE FROM content.film_work WHERE id = $1", doomed)
+        # Committed while the slow editor works: newer (modified, id) in both tables.
+        added = await create_film(content, "Committed meanwhile")
+        await content.execute("DELETE FROM content.film_work WHERE id = $1", gone_meanwhile)
+        await etl.run_once()
+
+        await transaction.commit()
+        await etl.run_once()
+
+    catalogue = (await titles(recom), await withdrawn(recom))
+    assert catalogue == (
+        {edited: "Final title", added: "Committed meanwhile"},
+        {doomed, gone_meanwhile},
+    )
+
+
+async def test_transaction_open_before_the_first_pass_holds_back_an_etl_that_cannot_see_it(
+    content: asyncpg.Connection, recom: asyncpg.Connection
+) -> None:
+    before = await create_film(content, "Committed before")
+    async with etl_blind_to_writer(content) as (etl, slow):
+        transaction = slow.transaction()
+        await transaction.start()
+        late = uuid.uuid4()
+        await slow.execute(
+            "INSERT INTO content.film_work (id, title) VALUES ($1, 'Committed late')", late
+        )
+        after = await create_film(content, "Committed after")
+        # Nothing tells this ETL when the slow transaction started: it reads nothing yet.
+        first = await etl.run_once()
+
+        await transaction.commit()
+        await etl.run_once()
+
+    assert await titles(recom) == {
+        before: "Committed before",
+        late: "Committed late",
+        after: "Committed after",
+    }
+    assert not first.changed
+
+
+def test_unseen_transaction_is_bounded_by_the_newest_sample_without_it() -> None:
+    at = [datetime(2024, 1, 1, tzinfo=UTC) + timedelta(seconds=n) for n in range(5)]
+    watch = _OpenTransactions()
+    # Open in every sample so far: its start is unknown.
+    assert watch.oldest_start(at[0], ["1/1"], ["1/1"]) is None
+    assert watch.oldest_start(at[1], ["1/1", "2/1"], ["1/1", "2/1"]) is None
+    # 2/1 was missing from the first sample, 3/1 from the second.
+    assert watch.oldest_start(at[2], ["2/1", "3/1"], ["2/1", "3/1"]) == at[0]
+    # Samples no open transaction needs are dropped; the one bounding 2/1 stays.
+    assert watch.oldest_start(at[3], ["2/1"], ["2/1"]) == at[0]
+    assert watch.oldest_start(at[4], ["4/1"], ["4/1"]) == at[3]
+    # Nothing open, or only transactions whose start is visible: the sample's own time.
+    assert watch.oldest_start(at[4], ["5/1"], []) == at[4]
 
 
 async def test_restart_resumes_from_saved_watermarks(
