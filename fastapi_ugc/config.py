@@ -2,6 +2,8 @@
 
 from functools import lru_cache
 
+from pydantic import PositiveInt
+
 from contracts.settings import ServiceSettings
 
 
@@ -14,6 +16,9 @@ class Settings(ServiceSettings):
     publish_timeout: float = 3.0
     # Seconds an Idempotency-Key is remembered: a retry within it republishes the same event.
     idempotency_ttl: int = 24 * 3600
+    # Seconds past its last change that a (viewer, film)'s stamp is kept in Redis. Order does
+    # not depend on it (see `clock`): it only bounds the keys to the pairs changed lately.
+    rating_clock_ttl: PositiveInt = 3600
 
 
 @lru_cache

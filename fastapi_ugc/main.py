@@ -7,6 +7,7 @@ from fastapi import FastAPI
 
 from contracts.app import configure_logging, create_app
 from contracts.resources import open_resources, standard_checks
+from fastapi_ugc.clock import RatingClock
 from fastapi_ugc.config import get_settings
 from fastapi_ugc.router import router
 from fastapi_ugc.service import Intake
@@ -19,15 +20,22 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     configure_logging(settings.log_level)
     async with open_resources(app, settings, database=False, mirror_revocations=True):
-        app.state.intake = Intake(app.state.redis, app.state.broker, settings)
+        clock = RatingClock(app.state.redis, keep_seconds=settings.rating_clock_ttl)
+        app.state.intake = Intake(app.state.redis, app.state.broker, settings, clock)
         yield
 
 
-app = create_app(
-    title="fastapi_ugc",
-    prefix=PREFIX,
-    description="Viewers rate films; every rating is published to RabbitMQ with confirms.",
-    lifespan=lifespan,
-    checks=standard_checks(database=False),
-)
-app.include_router(router)
+def build_app() -> FastAPI:
+    """One replica of the service: `app` below, and in tests more, sharing Redis and RabbitMQ."""
+    app = create_app(
+        title="fastapi_ugc",
+        prefix=PREFIX,
+        description="Viewers rate films; every rating is published to RabbitMQ with confirms.",
+        lifespan=lifespan,
+        checks=standard_checks(database=False),
+    )
+    app.include_router(router)
+    return app
+
+
+app = build_app()

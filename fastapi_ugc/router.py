@@ -1,7 +1,6 @@
 """The ratings API: validate, authorise, then publish; 202 once RabbitMQ has confirmed."""
 
 import uuid
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
@@ -12,7 +11,7 @@ from contracts.app import json_response
 from contracts.events import RatingDeleted, RatingSubmitted
 from contracts.tokens import AUTH_RESPONSES, CurrentUser
 from fastapi_ugc.schemas import RatingAccepted, RatingCreate, RatingDeletionAccepted
-from fastapi_ugc.service import Intake, accept_rating_event
+from fastapi_ugc.service import Intake, accept_rating_event, ensure_may_rate
 
 router = APIRouter(prefix="/ugc/v1", tags=["ratings"])
 
@@ -38,7 +37,10 @@ RESPONSES: dict[int | str, dict[str, object]] = {
     **AUTH_RESPONSES,
     403: {"description": "USER_NOT_VERIFIED: the viewer has not confirmed the e-mail address"},
     422: {"description": "VALIDATION_ERROR, or IDEMPOTENCY_KEY_REUSED for another request"},
-    503: {"description": "BROKER_UNAVAILABLE (not accepted, retry after Retry-After seconds)"},
+    503: {
+        "description": "BROKER_UNAVAILABLE, or SERVICE_UNAVAILABLE or AUTH_BACKEND_UNAVAILABLE "
+        "when Redis cannot answer (not accepted, retry after Retry-After seconds)"
+    },
 }
 
 
@@ -73,17 +75,17 @@ async def submit_rating(
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     rating = await _rating_body(request)
-    # UGC's clock orders a viewer's ratings of a film; recom keeps the newest.
+    intake = _intake(request)
+    await ensure_may_rate(intake, claims)
+    # Recom keeps the change with the newest occurred_at: Redis's clock, not this replica's.
     event = RatingSubmitted(
         user_id=claims.user_id,
         movie_id=rating.movie_id,
         score=rating.score,
         event_id=idempotency_key or uuid.uuid4(),
-        occurred_at=datetime.now(UTC),
+        occurred_at=await intake.clock.stamp(claims.user_id, rating.movie_id),
     )
-    accepted = await accept_rating_event(
-        _intake(request), claims, event, idempotent=idempotency_key is not None
-    )
+    accepted = await accept_rating_event(intake, event, idempotent=idempotency_key is not None)
     assert isinstance(accepted, RatingSubmitted)
     return json_response(
         {
@@ -109,15 +111,15 @@ async def delete_rating(
     claims: CurrentUser,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
+    intake = _intake(request)
+    await ensure_may_rate(intake, claims)
     event = RatingDeleted(
         user_id=claims.user_id,
         movie_id=movie_id,
         event_id=idempotency_key or uuid.uuid4(),
-        occurred_at=datetime.now(UTC),
+        occurred_at=await intake.clock.stamp(claims.user_id, movie_id),
     )
-    accepted = await accept_rating_event(
-        _intake(request), claims, event, idempotent=idempotency_key is not None
-    )
+    accepted = await accept_rating_event(intake, event, idempotent=idempotency_key is not None)
     return json_response(
         {
             "event_id": accepted.event_id,

@@ -7,6 +7,7 @@ from redis.asyncio import Redis
 
 from contracts.events import RatingDeleted, RatingSubmitted
 from contracts.tokens import NotVerified, TokenClaims, confirmed_since_issued
+from fastapi_ugc.clock import RatingClock
 from fastapi_ugc.config import Settings
 from fastapi_ugc.errors import IdempotencyKeyReused
 from fastapi_ugc.events import RatingEvent, publish_rating_event
@@ -49,18 +50,23 @@ class Intake:
     redis: Redis
     broker: RabbitBroker
     settings: Settings
+    clock: RatingClock
 
 
-async def accept_rating_event(
-    intake: Intake, claims: TokenClaims, event: RatingEvent, *, idempotent: bool
-) -> RatingEvent:
-    """The event as published (the first one under a reused Idempotency-Key)."""
+async def ensure_may_rate(intake: Intake, claims: TokenClaims) -> None:
+    """Refuses a viewer who may not rate before the change is stamped."""
     if (
         not claims.is_verified
         and not intake.settings.ratings_allow_unverified
         and not await confirmed_since_issued(intake.redis, claims)
     ):
         raise NotVerified
+
+
+async def accept_rating_event(
+    intake: Intake, event: RatingEvent, *, idempotent: bool
+) -> RatingEvent:
+    """The event as published (the first one under a reused Idempotency-Key)."""
     if idempotent:
         event = await recall_or_remember(intake.redis, event, ttl=intake.settings.idempotency_ttl)
     await publish_rating_event(intake.broker, event, timeout=intake.settings.publish_timeout)
