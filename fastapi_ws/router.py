@@ -7,11 +7,12 @@ import contextlib
 import logging
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Query, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse
 from prometheus_client import Gauge
 from sqlalchemy.exc import SQLAlchemyError
@@ -52,9 +53,16 @@ PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
-# A viewer may post this many chat messages per window (seconds) on one socket.
+# An author may post this many chat messages per window (seconds) in a room, over all sockets.
 CHAT_BURST = 20
 CHAT_WINDOW = 10.0
+# The highest sequence number a client may name, in a REST query or a socket frame
+# (`message.seq` is int4: a larger value must be a bad request, not a database error).
+MAX_SEQ = 1_000_000_000
+
+# A page cursor of `GET /v1/rooms`; the digit counts keep both numbers in range (years < 5000).
+ROOM_CURSOR = r"^[0-9]{1,17}\.[0-9]{1,18}$"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 UNAVAILABLE: tuple[type[Exception], ...] = (*DEPENDENCY_ERRORS, SQLAlchemyError)
 
@@ -66,19 +74,59 @@ async def chat_page() -> FileResponse:
     return FileResponse(STATIC_DIR / "chat.html", media_type="text/html", headers=PAGE_HEADERS)
 
 
+def room_cursor(room: Room) -> str:
+    """Where the page after `room` starts: `<updated_at in µs since the epoch>.<room_id>`."""
+    return f"{(room.updated_at - EPOCH) // timedelta(microseconds=1)}.{room.room_id}"
+
+
+def parse_room_cursor(cursor: str) -> tuple[datetime, int]:
+    micros, room_id = cursor.split(".")
+    return EPOCH + timedelta(microseconds=int(micros)), int(room_id)
+
+
 @router.get(
     "/v1/rooms",
     response_model=list[RoomRead],
     summary="Every viewer's room, most recently active first (support team only)",
-    responses={**AUTH_RESPONSES, 403: {"description": "Not a superuser"}},
+    description=(
+        "Rooms ordered by `updated_at` descending (then by room, newest first). A full page "
+        "carries an `X-Next-Cursor` header; pass it back as `cursor` for the next page. Paging "
+        "by cursor never repeats a room and never skips one; a room that receives a message "
+        "meanwhile moves to the top, so it shows on the first page, not on a later one. "
+        "`offset` is kept for old clients: while messages arrive it shows rooms twice."
+    ),
+    responses={
+        200: {
+            "headers": {
+                "X-Next-Cursor": {
+                    "description": "The `cursor` of the next page; absent on a short page",
+                    "schema": {"type": "string"},
+                }
+            }
+        },
+        **AUTH_RESPONSES,
+        403: {"description": "Not a superuser"},
+    },
 )
 async def list_rooms(
     session: SessionDep,
     _: SuperUser,
+    response: Response,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+    cursor: Annotated[
+        str | None,
+        Query(
+            pattern=ROOM_CURSOR,
+            description="The previous page's `X-Next-Cursor`: the page after that one",
+        ),
+    ] = None,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000, deprecated=True)] = 0,
 ) -> list[Room]:
-    return list(await service.list_rooms(session, limit=limit, offset=offset))
+    before = parse_room_cursor(cursor) if cursor is not None else None
+    rooms = list(await service.list_rooms(session, limit=limit, offset=offset, before=before))
+    if len(rooms) == limit:
+        response.headers["X-Next-Cursor"] = room_cursor(rooms[-1])
+    return rooms
 
 
 @router.get(
@@ -95,7 +143,7 @@ async def read_room_messages(
     user_id: uuid.UUID,
     session: SessionDep,
     claims: CurrentUser,
-    after_seq: Annotated[int | None, Query(ge=0, le=1_000_000_000)] = None,
+    after_seq: Annotated[int | None, Query(ge=0, le=MAX_SEQ)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[Any]:
     if not claims.may_act_for(user_id):
@@ -133,7 +181,7 @@ def seq_of(frame: dict[str, Any], name: str) -> int | None:
     value = frame.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEQ:
         raise Refused(CloseCode.BAD_FRAME, f"BAD_{name.upper()}")
     return value
 
@@ -183,7 +231,8 @@ async def open_room(hub: Hub, claims: TokenClaims, room_user_id: uuid.UUID) -> R
     return room
 
 
-async def post_chat(conn: Connection, text: object, settings: Settings) -> None:
+async def post_chat(conn: Connection, text: object, settings: Settings) -> bool:
+    """Store and push a chat message; False if it was refused (with an error frame)."""
     if (
         not isinstance(text, str)
         or not text.strip()
@@ -191,16 +240,25 @@ async def post_chat(conn: Connection, text: object, settings: Settings) -> None:
         or NO_NUL.found_in(text)
     ):
         conn.offer((None, error_frame("INVALID_TEXT")))
-        return
+        return False
     hub = conn.hub
     author = "viewer" if conn.claims.user_id == conn.room_user_id else "support"
     async with hub.sessionmaker() as session, session.begin():
         room = await session.get(Room, conn.room_id, with_for_update=True)
         assert room is not None
-        message = await service.append_message(
-            session, room, kind="chat", author=author, body=text.strip()
+        # Checked under the room's lock: the author's sockets, in any process, take turns here.
+        limited = await service.chat_rate_exceeded(
+            session, room.room_id, author=author, burst=CHAT_BURST, window=CHAT_WINDOW
         )
+        if not limited:
+            message = await service.append_message(
+                session, room, kind="chat", author=author, body=text.strip()
+            )
+    if limited:
+        conn.offer((None, error_frame("RATE_LIMITED")))
+        return False
     await hub.push(conn.room_user_id, message.seq, message_frame(message))
+    return True
 
 
 class FrameHandler:
@@ -209,6 +267,8 @@ class FrameHandler:
     def __init__(self, conn: Connection, settings: Settings) -> None:
         self.conn = conn
         self.settings = settings
+        # This socket's stored chat messages: a socket over the limit is refused without
+        # taking the room's lock; the database check in `post_chat` is the one that binds.
         self.sent: list[float] = []
 
     async def handle(self, frame: dict[str, Any] | None) -> None:
@@ -222,8 +282,8 @@ class FrameHandler:
             if len(self.sent) >= CHAT_BURST:
                 conn.offer((None, error_frame("RATE_LIMITED")))
                 return
-            self.sent.append(now)
-            await post_chat(conn, frame.get("text"), self.settings)
+            if await post_chat(conn, frame.get("text"), self.settings):
+                self.sent.append(now)
         elif kind == "ping":
             conn.offer((None, PONG))
         elif kind not in ("pong", "resume"):

@@ -9,7 +9,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import BigInteger, DateTime, String, Text, Uuid, bindparam, select, text
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    String,
+    Text,
+    Uuid,
+    bindparam,
+    literal,
+    literal_column,
+    select,
+    text,
+    tuple_,
+)
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -166,6 +178,27 @@ async def append_message(
     )
 
 
+async def chat_rate_exceeded(
+    session: AsyncSession, room_id: int, *, author: str, burst: int, window: float
+) -> bool:
+    """True if `author` already posted `burst` chat messages in the room within `window` seconds.
+
+    Looks at the author's `burst`-th newest chat message (index `ix_message_chat_author`).
+    """
+    oldest_counted = await session.scalar(
+        select(Message.created_at)
+        # A literal, so that even a generic prepared plan matches the partial index.
+        .where(Message.room_id == room_id, Message.kind == literal_column("'chat'"))
+        .where(Message.author == author)
+        .order_by(Message.seq.desc())
+        .offset(burst - 1)
+        .limit(1)
+    )
+    return oldest_counted is not None and oldest_counted > datetime.now(UTC) - timedelta(
+        seconds=window
+    )
+
+
 async def history(
     session: AsyncSession, room_id: int, *, after_seq: int | None, limit: int
 ) -> Sequence[Message]:
@@ -189,8 +222,22 @@ async def messages_between(
     return (await session.scalars(query.order_by(Message.seq).limit(MAX_RESUME))).all()
 
 
-async def list_rooms(session: AsyncSession, *, limit: int, offset: int) -> Sequence[Room]:
+async def list_rooms(
+    session: AsyncSession, *, limit: int, offset: int, before: tuple[datetime, int] | None = None
+) -> Sequence[Room]:
+    """Rooms by `(updated_at, room_id)` descending, those strictly below `before` if given.
+
+    A keyset page never repeats a room or skips one that kept its place; `offset` repeats
+    while messages move rooms to the top, and stays only for old clients.
+    """
+    query = select(Room)
+    if before is not None:
+        updated_at, room_id = before
+        query = query.where(
+            tuple_(Room.updated_at, Room.room_id)
+            < tuple_(literal(updated_at, DateTime(timezone=True)), literal(room_id, BigInteger))
+        )
     rows = await session.scalars(
-        select(Room).order_by(Room.updated_at.desc(), Room.room_id).limit(limit).offset(offset)
+        query.order_by(Room.updated_at.desc(), Room.room_id.desc()).limit(limit).offset(offset)
     )
     return rows.all()
