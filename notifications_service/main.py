@@ -14,7 +14,7 @@ from notifications_service.config import get_settings
 from notifications_service.consumers import EVENT_TYPES, QUEUE, register_consumers
 from notifications_service.dispatcher import Dispatcher
 from notifications_service.router import router
-from notifications_service.scheduler import run_scheduler
+from notifications_service.scheduler import start_scheduler
 
 PREFIX = "notifications"
 
@@ -42,10 +42,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tasks = [asyncio.create_task(dispatcher.run(), name="mail-dispatcher")]
         if settings.digest_scheduler_seconds > 0:
             tasks.append(
-                asyncio.create_task(
-                    run_scheduler(app.state.sessionmaker, partial(publish_event, broker), settings),
-                    name="digest-scheduler",
-                )
+                start_scheduler(app.state.sessionmaker, partial(publish_event, broker), settings)
             )
         try:
             yield

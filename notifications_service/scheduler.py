@@ -13,7 +13,7 @@ from typing import NamedTuple
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts.broker import PublishFailed
-from contracts.errors import DEPENDENCY_ERRORS
+from contracts.errors import is_dependency_error
 from contracts.events import DigestRequested, Event, utcnow
 from notifications_service import service
 from notifications_service.config import Settings
@@ -22,9 +22,6 @@ from notifications_service.models import DigestFrequency
 logger = logging.getLogger(__name__)
 
 Publish = Callable[[Event], Awaitable[None]]
-
-# A round stopped by these is simply tried again at the next tick.
-ROUND_ERRORS: tuple[type[Exception], ...] = (PublishFailed, *DEPENDENCY_ERRORS)
 
 
 class DuePeriod(NamedTuple):
@@ -125,8 +122,37 @@ async def run_scheduler(
     while True:
         try:
             await run_digest_round(sessionmaker, publish, settings)
-        except ROUND_ERRORS as exc:
-            logger.warning(
-                "digest round stopped, next one in %s s: %r", settings.digest_scheduler_seconds, exc
-            )
+        except Exception as exc:
+            if isinstance(exc, PublishFailed) or is_dependency_error(exc):
+                logger.warning(
+                    "digest round stopped, next one in %s s: %r",
+                    settings.digest_scheduler_seconds,
+                    exc,
+                )
+            else:
+                # A bug or an unexpected database error must not stop the digests for good.
+                logger.exception(
+                    "digest round failed, next one in %s s", settings.digest_scheduler_seconds
+                )
         await asyncio.sleep(settings.digest_scheduler_seconds)
+
+
+def start_scheduler(
+    sessionmaker: async_sessionmaker[AsyncSession], publish: Publish, settings: Settings
+) -> asyncio.Task[None]:
+    """`run_scheduler` as a task that cannot end unnoticed: only cancelling it is silent."""
+    task = asyncio.create_task(
+        run_scheduler(sessionmaker, publish, settings), name="digest-scheduler"
+    )
+    task.add_done_callback(_report_end)
+    return task
+
+
+def _report_end(task: asyncio.Task[None]) -> None:
+    if task.cancelled():
+        return
+    exc = task.exception()
+    logger.error(
+        "digest scheduler ended; no digest round runs until a restart",
+        exc_info=(type(exc), exc, exc.__traceback__) if exc is not None else None,
+    )

@@ -387,7 +387,7 @@ async def fill_digest(
     digest.event_id = event.event_id
     if recipient is None or not wants_recommendations(recipient) or not event.items:
         digest.status = DeliveryStatus.SKIPPED
-        digest.last_error = "no picks" if recipient and event.items else OPTED_OUT
+        digest.last_error = "no picks" if wants_recommendations(recipient) else OPTED_OUT
         await session.commit()
         return False
     composed, link = _recommendations(recipient, event, settings)

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts.broker import publish_event
 from contracts.events import Event, RecommendationsGenerated
+from notifications_service import service as notifications
 from notifications_service.config import Settings
 from notifications_service.models import DeliveryKind, DeliveryStatus, DigestFrequency
 from notifications_service.scheduler import DuePeriod, due_periods, run_digest_round
@@ -250,6 +251,32 @@ async def test_one_digest_per_period_when_service_process_killed(
     assert set(recom.requested()) == {v.user_id for v in viewers}
     for viewer in viewers:
         assert len(smtp_sink.to(viewer.email)) == 1
+
+
+async def test_digest_skipped_as_no_picks_or_opted_out_by_what_is_missing(
+    db: async_sessionmaker[AsyncSession], service_settings: Settings
+) -> None:
+    async with db() as session:
+        wanting = await create_recipient(session)
+        opted_out = await create_recipient(session)
+        await notifications.reserve_digests(
+            session, frequency=DigestFrequency.DAILY, period="D2026-11-25", limit=10
+        )
+        opted_out.digest_frequency = DigestFrequency.OFF
+        await session.commit()
+
+    answers = {wanting.user_id: [], opted_out.user_id: picks("Heat")}
+    for user_id, items in answers.items():
+        answer = RecommendationsGenerated(
+            user_id=user_id, items=items, strategy="user-user-cosine", trigger="digest"
+        )
+        async with db() as session:
+            assert await notifications.fill_digest(session, answer, service_settings) is False
+
+    [empty] = await deliveries(db, wanting.user_id)
+    assert (empty.status, empty.last_error) == (DeliveryStatus.SKIPPED, "no picks")
+    [unwanted] = await deliveries(db, opted_out.user_id)
+    assert (unwanted.status, unwanted.last_error) == (DeliveryStatus.SKIPPED, "viewer opted out")
 
 
 async def _sent(service: Service, user_id: uuid.UUID, count: int) -> bool:
