@@ -83,7 +83,7 @@ async def _outcome(
     async def state() -> list[tuple[object, ...]]:
         return [(r.kind, r.status, r.attempts, r.last_error) for r in await deliveries(db, user_id)]
 
-    await wait_for(lambda: _settled(db, user_id), state=state)
+    await wait_for(lambda: _settled(db, user_id), timeout=30, state=state)
     rows = await _kinds(db, user_id)
     return {
         kind: (row.status, row.last_error if row.status == DeliveryStatus.SKIPPED else None)

@@ -100,7 +100,8 @@ async def wait_settled(
         row = await current(db, delivery)
         return (row.to_address, row.status, row.attempts, row.last_error)
 
-    await wait_for(check, state=state)
+    # Generous: backoffs grow while the server stays unusable, and the machine may be busy.
+    await wait_for(check, timeout=30, state=state)
     return await current(db, delivery)
 
 
