@@ -18,7 +18,7 @@ class Settings(ServiceSettings):
     idempotency_ttl: int = 24 * 3600
     # Seconds past its last change that a (viewer, film)'s stamp is kept in Redis. Order does
     # not depend on it (see `clock`): it only bounds the keys to the pairs changed lately.
-    rating_clock_ttl: PositiveInt = 3600
+    rating_clock_ttl: PositiveInt = 300
 
 
 @lru_cache

@@ -9,6 +9,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -65,6 +66,14 @@ class Message(Base):
         UniqueConstraint("room_id", "seq", name="uq_message_room_id_seq"),
         CheckConstraint("kind IN ('system', 'recommendations', 'chat')", name="kind"),
         CheckConstraint("author IN ('system', 'viewer', 'support')", name="author"),
+        # The chat rate limit's look-up (`service.chat_rate_exceeded`), by migration 20261128_02.
+        Index(
+            "ix_message_chat_author",
+            "room_id",
+            "author",
+            "seq",
+            postgresql_where=text("kind = 'chat'"),
+        ),
     )
 
 

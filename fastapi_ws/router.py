@@ -267,8 +267,9 @@ class FrameHandler:
     def __init__(self, conn: Connection, settings: Settings) -> None:
         self.conn = conn
         self.settings = settings
-        # This socket's stored chat messages: a socket over the limit is refused without
-        # taking the room's lock; the database check in `post_chat` is the one that binds.
+        # This socket's chat attempts, refused ones included: a socket over the limit is
+        # refused without a transaction or the room's lock, so it costs the database at most
+        # CHAT_BURST round trips per window; the check in `post_chat` binds across sockets.
         self.sent: list[float] = []
 
     async def handle(self, frame: dict[str, Any] | None) -> None:
@@ -282,8 +283,8 @@ class FrameHandler:
             if len(self.sent) >= CHAT_BURST:
                 conn.offer((None, error_frame("RATE_LIMITED")))
                 return
-            if await post_chat(conn, frame.get("text"), self.settings):
-                self.sent.append(now)
+            self.sent.append(now)
+            await post_chat(conn, frame.get("text"), self.settings)
         elif kind == "ping":
             conn.offer((None, PONG))
         elif kind not in ("pong", "resume"):
