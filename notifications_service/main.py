@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from functools import partial
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 from contracts.app import configure_logging, create_app
 from contracts.broker import declare_topology, make_broker, publish_event
@@ -44,6 +44,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             tasks.append(
                 start_scheduler(app.state.sessionmaker, partial(publish_event, broker), settings)
             )
+        app.state.background = tasks
         try:
             yield
         finally:
@@ -54,11 +55,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                     await task
 
 
+async def background_running(request: Request) -> str | None:
+    """Readiness: the mail sender and the digest scheduler still run (a task that ended sends
+    or schedules nothing until a restart, which a failing /ready asks the orchestrator for)."""
+    ended = [
+        task.get_name() for task in getattr(request.app.state, "background", ()) if task.done()
+    ]
+    return f"unavailable: {', '.join(ended)} ended" if ended else None
+
+
 app = create_app(
     title="notifications_service",
     prefix=PREFIX,
     description="Confirmation e-mails and recommendation digests.",
     lifespan=lifespan,
-    checks=standard_checks(database=True),
+    checks={**standard_checks(database=True), "background": background_running},
 )
 app.include_router(router)

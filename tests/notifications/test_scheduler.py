@@ -19,7 +19,8 @@ from contracts.broker import publish_event
 from notifications_service import scheduler
 from notifications_service import service as notifications
 from notifications_service.config import Settings
-from tests.notifications.conftest import FakeRecom, create_recipient
+from notifications_service.main import app
+from tests.notifications.conftest import FakeRecom, Service, create_recipient
 from tests.support import wait_for
 
 LOGGER = "notifications_service.scheduler"
@@ -120,3 +121,17 @@ async def test_scheduler_task_end_logged_unless_cancelled(
     assert record.levelno == logging.ERROR
     assert record.exc_info is not None
     assert isinstance(record.exc_info[1], Fatal)
+
+
+async def test_ready_fails_once_a_background_task_has_ended(service: Service) -> None:
+    # The sender ends (here cancelled, as a crash would end it): nothing is mailed until a
+    # restart, so /ready asks the orchestrator for one.
+    [sender] = [task for task in app.state.background if task.get_name() == "mail-dispatcher"]
+    sender.cancel()
+    with suppress(asyncio.CancelledError):
+        await sender
+
+    answer = await service.client.get("/notifications/ready")
+
+    assert answer.status_code == 503
+    assert answer.json()["checks"]["background"] == "unavailable: mail-dispatcher ended"
