@@ -236,14 +236,22 @@ class TcpProxy:
 
 
 class RefusingRole:
-    """A login role of the test's own, with rights on one database, that PostgreSQL itself can
-    be told to refuse: `refuse` ends its sessions (SQLSTATE 57P01 on a connection in use) and
-    turns new ones away (53300, as a server out of connection slots does); `admit` lets it in
-    again. Other tests, which connect as another role, go on as before."""
+    """A login role of the test's own, with `rights` on the tables of one database's `schema`,
+    that PostgreSQL itself can be told to refuse: `refuse` ends its sessions (SQLSTATE 57P01 on
+    a connection in use) and turns new ones away (53300, as a server out of connection slots
+    does); `admit` lets it in again. Other tests, which connect as another role, go on as
+    before. `url` is the database's URL as this role."""
 
-    def __init__(self, database_url: str) -> None:
-        self.name = f"cinema_refused_{uuid.uuid4().hex[:8]}"
+    def __init__(self, database_url: str, *, schema: str = "public", rights: str = "ALL") -> None:
+        self.name = f"cinema_role_{uuid.uuid4().hex[:8]}"
+        self.url = make_url(database_url).set(username=self.name).render_as_string(False)
         self._admin = database_url.replace("postgresql+asyncpg://", "postgresql://")
+        self._grants = [
+            f"GRANT USAGE ON SCHEMA {schema} TO {self.name}",
+            f"GRANT {rights} ON ALL TABLES IN SCHEMA {schema} TO {self.name}",
+        ]
+        if rights != "SELECT":
+            self._grants.append(f"GRANT ALL ON ALL SEQUENCES IN SCHEMA {schema} TO {self.name}")
 
     async def _run(self, *statements: str) -> None:
         connection = await asyncpg.connect(self._admin)
@@ -254,12 +262,7 @@ class RefusingRole:
             await connection.close()
 
     async def __aenter__(self) -> RefusingRole:
-        await self._run(
-            f"CREATE ROLE {self.name} LOGIN NOSUPERUSER",
-            f"GRANT USAGE ON SCHEMA public TO {self.name}",
-            f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {self.name}",
-            f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {self.name}",
-        )
+        await self._run(f"CREATE ROLE {self.name} LOGIN NOSUPERUSER", *self._grants)
         return self
 
     async def refuse(self) -> None:

@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from httpx import ASGITransport, AsyncClient
-from sqlalchemy import make_url, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from contracts.app import create_app
@@ -19,7 +19,7 @@ async def client() -> AsyncIterator[AsyncClient]:
         app = create_app(title="t", prefix="t")
         engines = {
             "owner": create_async_engine(settings.database_url),
-            "refused": create_async_engine(make_url(settings.database_url).set(username=role.name)),
+            "refused": create_async_engine(role.url),
         }
 
         @app.get("/t/echo")

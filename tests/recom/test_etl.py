@@ -25,7 +25,7 @@ from tests.recom.catalogue_support import (
     make_etl,
     recom,
 )
-from tests.support import TcpProxy, wait_for
+from tests.support import RefusingRole, TcpProxy, wait_for
 
 __all__ = ["content", "recom"]  # fixtures
 
@@ -331,25 +331,12 @@ async def content_role(admin: asyncpg.Connection, *, write: bool) -> AsyncIterat
     """The URL of a login role of the test's own on the content database, as the cinema's admin
     application (`write`) or a read-only ETL has: without pg_read_all_stats, so other roles'
     `xact_start` in pg_stat_activity is NULL to it."""
-    name = f"cinema_content_{uuid.uuid4().hex[:8]}"
-    password = uuid.uuid4().hex
     rights = "SELECT, INSERT, UPDATE, DELETE" if write else "SELECT"
-    await admin.execute(f"CREATE ROLE {name} LOGIN NOSUPERUSER PASSWORD '{password}'")
-    try:
-        await admin.execute(f"GRANT USAGE ON SCHEMA content TO {name}")
-        await admin.execute(f"GRANT {rights} ON ALL TABLES IN SCHEMA content TO {name}")
+    async with RefusingRole(get_settings().content_dsn, schema="content", rights=rights) as role:
         assert not await admin.fetchval(
-            "SELECT pg_has_role($1, 'pg_read_all_stats', 'MEMBER')", name
+            "SELECT pg_has_role($1, 'pg_read_all_stats', 'MEMBER')", role.name
         )
-        url = make_url(get_settings().content_dsn).set(username=name, password=password)
-        yield url.render_as_string(hide_password=False)
-    finally:
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE usename = $1",
-            name,
-        )
-        await admin.execute(f"DROP OWNED BY {name}")
-        await admin.execute(f"DROP ROLE {name}")
+        yield role.url
 
 
 @asynccontextmanager
